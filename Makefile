@@ -1,0 +1,95 @@
+# The course's commands. On a fresh machine, `make lab` or `make test` builds .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The pinned CPU wheel goes in first: a plain `torch` requirement would pull a multi-GB CUDA build.
+TORCH_PIN := torch==2.13.0
+JOBS ?= 2
+
+# Offline by design: notebooks and tests build tiny models from configs and never download anything.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export PYTHONDONTWRITEBYTECODE := 1
+
+NOTEBOOK_FILES := $(wildcard notebooks/*/*.ipynb)
+LINTED := shared tools tests template.py $(wildcard notebooks/*/*.py)
+
+.PHONY: help venv lab test check lint contract mirrors catalogue data unit notebooks sync run new clean
+
+help:
+	@echo "make lab     set up .venv if needed and open the course in JupyterLab"
+	@echo "make test    set up .venv if needed and run every check (what CI runs)"
+	@echo "make check   the fast checks: lint, contract, mirrors, catalogue, data manifest"
+	@echo "make unit    unit tests of shared/ and tools/"
+	@echo "make notebooks   re-run every notebook and compare with its stored outputs (nbval, strict)"
+	@echo "make run NB=notebooks/part/ID_name.ipynb   execute a reading, store outputs and run time, sync mirror"
+	@echo "make new ID=V7 PART=vlm SLUG=qwen2_5_vl TITLE=\"Qwen2.5-VL\"   start a reading from the template"
+	@echo "make sync    regenerate the .py mirrors (jupytext --sync) and the README catalogue"
+	@echo "make clean   remove caches (make clean-all also removes .venv)"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_PIN)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+lab: venv
+	$(BIN)/jupyter lab --notebook-dir=. README.md
+
+test: venv check unit notebooks
+	@echo "make test: all checks passed"
+
+check: lint contract mirrors catalogue data
+
+lint: venv
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check shared tools tests
+
+contract: venv
+	$(BIN)/python tools/check_contract.py
+
+mirrors: venv
+	$(BIN)/python tools/check_mirrors.py
+
+catalogue: venv
+	$(BIN)/python tools/catalogue.py --check
+
+data: venv
+	$(BIN)/python tools/check_data.py
+
+unit: venv
+	$(BIN)/python -m pytest -q -n $(JOBS) tests
+
+# Strict nbval: every stored output is compared with a fresh run. --dist loadfile keeps each notebook's
+# cells on one worker (the default distribution splits a notebook across workers and fails).
+notebooks: venv
+	$(BIN)/python -m pytest -q --nbval --nbval-current-env --nbval-cell-timeout=600 \
+		--sanitize-with tools/nbval_sanitize.cfg -n $(JOBS) --dist loadfile -p no:cacheprovider \
+		template.ipynb $(NOTEBOOK_FILES)
+
+sync: venv
+	$(BIN)/jupytext --sync template.ipynb $(NOTEBOOK_FILES)
+	$(BIN)/python tools/check_mirrors.py --write
+	$(BIN)/python tools/catalogue.py
+
+run: venv
+	@test -n "$(NB)" || (echo "usage: make run NB=notebooks/<part>/<ID>_<name>.ipynb" && exit 2)
+	$(BIN)/python tools/run_notebook.py $(NB)
+
+new: venv
+	@test -n "$(ID)" -a -n "$(PART)" -a -n "$(SLUG)" -a -n "$(TITLE)" || \
+		(echo 'usage: make new ID=V7 PART=vlm SLUG=qwen2_5_vl TITLE="Qwen2.5-VL"' && exit 2)
+	$(BIN)/python tools/new_reading.py --id "$(ID)" --part "$(PART)" --slug "$(SLUG)" --title "$(TITLE)"
+
+clean:
+	rm -rf .pytest_cache .ruff_cache build *.egg-info
+	find . -path ./$(VENV) -prune -o \( -name __pycache__ -o -name .ipynb_checkpoints \) -type d -print0 | xargs -0 rm -rf
+
+clean-all: clean
+	rm -rf $(VENV)

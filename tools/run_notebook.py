@@ -1,0 +1,100 @@
+"""Execute a reading top to bottom, store its outputs, record its run time, rewrite its mirror.
+
+    python tools/run_notebook.py notebooks/foundations/F2_positional_encodings.ipynb   (or the .py mirror)
+
+What it does, in order:
+1. Reads the notebook from whichever of the pair (``.ipynb`` / ``.py`` mirror) is newer, so a reading can
+   be written as its py:percent mirror; outputs are recomputed anyway.
+2. Executes every cell in a fresh kernel in the notebook's folder, with ``HF_HUB_OFFLINE=1``.
+3. Writes the wall-clock run time into the metadata (``course.cpu_seconds``) and into the title block's
+   ``**CPU run time:** N s`` line, so both say what was measured.
+4. Writes the ``.ipynb`` with its outputs and regenerates the ``.py`` mirror and the README catalogue.
+
+``make run NB=...`` calls this. Measure on an idle machine: the number is what readers are promised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import jupytext
+import nbformat
+from nbclient import NotebookClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tools import catalogue  # noqa: E402
+from tools.course import RUNTIME_LINE, mirror_of  # noqa: E402
+
+PAIRING = {"formats": "ipynb,py:percent", "notebook_metadata_filter": "course"}
+
+
+def load_pair(path: Path) -> tuple[Path, nbformat.NotebookNode]:
+    """The ``.ipynb`` path of the pair and the notebook read from the newer of the two files."""
+    nb_path = path.with_suffix(".ipynb")
+    py_path = mirror_of(nb_path)
+    if not nb_path.exists() and not py_path.exists():
+        raise SystemExit(f"neither {nb_path} nor {py_path} exists")
+    if py_path.exists() and (not nb_path.exists() or py_path.stat().st_mtime > nb_path.stat().st_mtime):
+        nb = jupytext.read(py_path)
+    else:
+        nb = nbformat.read(nb_path, as_version=4)
+    nb.metadata["jupytext"] = dict(PAIRING)
+    return nb_path, nb
+
+
+def set_runtime(nb: nbformat.NotebookNode, seconds: float) -> None:
+    """Record ``seconds`` (rounded up to a whole second) in the metadata and the title block."""
+    rounded = max(1, int(seconds + 0.999))
+    nb.metadata.setdefault("course", {})["cpu_seconds"] = rounded
+    first = nb.cells[0]
+    if first.cell_type == "markdown":
+        first.source = RUNTIME_LINE.sub(f"**CPU run time:** {rounded} s", first.source)
+
+
+def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 900) -> float:
+    """Run every cell in a fresh ``python3`` kernel; return the wall-clock seconds it took."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(cwd)}},
+        record_timing=False,
+        store_widget_state=False,
+    )
+    start = time.perf_counter()
+    client.execute()
+    return time.perf_counter() - start
+
+
+def write_pair(nb_path: Path, nb: nbformat.NotebookNode) -> None:
+    """Write the notebook and its py:percent mirror (the mirror is always generated, never hand-kept)."""
+    nbformat.write(nb, nb_path)
+    mirror_of(nb_path).write_text(jupytext.writes(nb, fmt="py:percent"), encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="notebooks (.ipynb) or their mirrors (.py)")
+    parser.add_argument("--keep-time", action="store_true", help="execute but keep the recorded run time")
+    args = parser.parse_args(argv)
+    for path in args.paths:
+        nb_path, nb = load_pair(path.resolve())
+        seconds = execute(nb, nb_path.parent)
+        if not args.keep_time:
+            set_runtime(nb, seconds)
+        write_pair(nb_path, nb)
+        print(f"{nb_path.name}: executed in {seconds:.1f} s")
+    catalogue.main([])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
