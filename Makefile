@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 lab: venv
-	$(BIN)/jupyter lab --notebook-dir=. README.md
+	$(BIN)/jupyter lab --notebook-dir=.
 
 test: venv check unit notebooks
 	@echo "make test: all checks passed"
