@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 
 import numpy as np
@@ -22,7 +21,6 @@ def seed_everything(seed: int = 0) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 (seeding the legacy global generator is the point)
     torch.manual_seed(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
     torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.Generator().manual_seed(seed)
 
@@ -50,6 +48,8 @@ def check_tensor(
 
     ``dtype_kind`` is ``"float"``, ``"int"`` (integer, not bool) or ``"bool"``. Returns ``x``.
     """
+    if dtype_kind not in (None, "float", "int", "bool"):
+        raise ValueError(f"dtype_kind must be None, 'float', 'int' or 'bool', got {dtype_kind!r}")
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if ndim is not None:
