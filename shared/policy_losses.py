@@ -1,0 +1,284 @@
+"""GRPO-family policy losses: group-relative advantages, clipped surrogates, the k3 KL, loss aggregations.
+
+Papers: GRPO (DeepSeekMath, arXiv 2402.03300, §4.1, eqs. 3-4), Dr. GRPO (arXiv 2503.20783), DAPO (arXiv
+2503.14476), GSPO (arXiv 2507.18071). The functions follow ``trl`` 1.16.0's ``GRPOTrainer._compute_loss`` and the
+advantage code of ``GRPOTrainer._generate_and_score_completions`` line by line (``tests/test_policy_losses.py``
+checks them against it).
+
+Shapes: a batch holds ``batch = num_prompts * num_generations`` completions, the ``num_generations`` samples of
+one prompt next to each other (prompt-major, as ``trl`` lays them out). Per-token tensors are ``(batch,
+completion_len)``: ``logps[i, t] = log pi_theta(o_{i,t} | q, o_{i,<t})`` and a ``mask`` that is 1 on real
+completion tokens and 0 on padding (bool, integer or float with values 0/1).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from shared.utils import check_tensor
+
+__all__ = [
+    "LOSS_TYPES",
+    "SCALE_REWARDS",
+    "IMPORTANCE_SAMPLING_LEVELS",
+    "group_advantages",
+    "k3_kl",
+    "log_importance_weights",
+    "clipped_surrogate",
+    "aggregate_loss",
+    "grpo_loss",
+]
+
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+SCALE_REWARDS = ("group", "batch", "none")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _check_number(name: str, value: object, *, low: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
+        raise ValueError(f"{name} must be a number >= {low}, got {value!r}")
+    return float(value)
+
+
+def _check_mask(mask: object, like: torch.Tensor) -> torch.Tensor:
+    """Validate a 0/1 completion mask of ``like``'s shape and return it as ``like``'s float dtype."""
+    check_tensor("mask", mask, ndim=2)
+    assert isinstance(mask, torch.Tensor)
+    if mask.shape != like.shape:
+        raise ValueError(
+            f"mask must have shape {tuple(like.shape)} (batch, completion_len), got {tuple(mask.shape)}"
+        )
+    if not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("mask must contain only 0 and 1 (1 on completion tokens, 0 on padding)")
+    return mask.to(like.dtype)
+
+
+def _check_per_token(name: str, x: object, like: torch.Tensor | None = None) -> torch.Tensor:
+    check_tensor(name, x, ndim=2, dtype_kind="float")
+    assert isinstance(x, torch.Tensor)
+    if like is not None and x.shape != like.shape:
+        raise ValueError(
+            f"{name} must have shape {tuple(like.shape)} (batch, completion_len), got {tuple(x.shape)}"
+        )
+    return x
+
+
+def group_advantages(
+    rewards: torch.Tensor, num_generations: int, *, scale_rewards: str = "group", eps: float = 1e-4
+) -> torch.Tensor:
+    """Group-relative advantages ``A_i = (r_i - mean(group)) / (std + eps)`` (DeepSeekMath §4.1.2).
+
+    ``rewards``: ``(batch,)`` float, ``batch = num_prompts * num_generations``, each prompt's
+    ``num_generations`` rewards contiguous. The baseline is always the mean of the prompt's own group.
+    ``scale_rewards`` is ``trl``'s option: ``"group"`` divides by the group's std, ``"batch"`` by the std of
+    the whole batch (PPO-Lite), ``"none"`` does not divide (Dr. GRPO). The std is the unbiased (Bessel) one,
+    as ``trl``'s ``nanstd``; ``eps`` keeps a zero-std group at advantage 0. Returns ``(batch,)``.
+    """
+    check_tensor("rewards", rewards, ndim=1, dtype_kind="float")
+    if isinstance(num_generations, bool) or not isinstance(num_generations, int) or num_generations < 2:
+        raise ValueError(
+            f"num_generations must be an int >= 2 (a group needs a baseline), got {num_generations!r}"
+        )
+    if rewards.numel() % num_generations:
+        raise ValueError(
+            f"rewards has {rewards.numel()} entries, not a multiple of num_generations={num_generations}"
+        )
+    if not torch.isfinite(rewards).all():
+        raise ValueError("rewards must be finite")
+    _check_choice("scale_rewards", scale_rewards, SCALE_REWARDS)
+    eps = _check_number("eps", eps)
+    grouped = rewards.view(-1, num_generations)  # (num_prompts, G)
+    mean = grouped.mean(dim=1).repeat_interleave(num_generations)  # (batch,): each prompt's own mean
+    advantages = rewards - mean  # (batch,)
+    if scale_rewards == "group":
+        std = grouped.std(dim=1).repeat_interleave(num_generations)  # (batch,)
+        advantages = advantages / (std + eps)
+    elif scale_rewards == "batch":
+        advantages = advantages / (rewards.std() + eps)
+    return advantages
+
+
+def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
+    """Per-token k3 estimator of KL(pi_theta || pi_ref) (DeepSeekMath eq. 4; Schulman 2020).
+
+    ``exp(ref - logp) - (ref - logp) - 1``, with ``logps``/``ref_logps`` the log-probs of the *sampled* tokens,
+    both ``(batch, completion_len)`` float. It is >= 0 everywhere (``e^x >= 1 + x``) and, for tokens sampled from
+    pi_theta, its expectation is the exact KL. Returns ``(batch, completion_len)``.
+    """
+    _check_per_token("logps", logps)
+    _check_per_token("ref_logps", ref_logps, logps)
+    delta = ref_logps - logps  # (batch, T): log(pi_ref / pi_theta)
+    return torch.exp(delta) - delta - 1
+
+
+def log_importance_weights(
+    logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.Tensor, *, level: str = "token"
+) -> torch.Tensor:
+    """Log importance ratios ``log(pi_theta / pi_old)``.
+
+    ``level="token"``: one ratio per token, ``(batch, completion_len)`` (GRPO, DAPO). ``level="sequence"``:
+    the GSPO ratio ``s_i = (pi_theta(o_i) / pi_old(o_i)) ** (1 / |o_i|)``, i.e. the mean of the token log-ratios
+    over the mask (the log of their geometric mean), shape ``(batch, 1)``; an empty row gives 0.
+    """
+    _check_per_token("logps", logps)
+    _check_per_token("old_logps", old_logps, logps)
+    m = _check_mask(mask, logps)
+    _check_choice("level", level, IMPORTANCE_SAMPLING_LEVELS)
+    log_ratio = logps - old_logps  # (batch, T)
+    if level == "token":
+        return log_ratio
+    lengths = m.sum(dim=-1).clamp(min=1.0)  # (batch,): |o_i|
+    return ((log_ratio * m).sum(dim=-1) / lengths).unsqueeze(-1)  # (batch, 1)
+
+
+def clipped_surrogate(
+    log_weights: torch.Tensor,
+    advantages: torch.Tensor,
+    *,
+    epsilon_low: float = 0.2,
+    epsilon_high: float = 0.2,
+) -> torch.Tensor:
+    """PPO/GRPO clipped surrogate, as a loss: ``-min(r A, clip(r, 1 - eps_low, 1 + eps_high) A)``.
+
+    ``log_weights``: ``(batch, completion_len)`` or ``(batch, 1)`` log-ratios from
+    :func:`log_importance_weights`; ``advantages``: ``(batch,)`` (one per completion) or the shape of
+    ``log_weights``. ``epsilon_high > epsilon_low`` is DAPO's clip-higher. Returns the per-token (or
+    per-sequence) loss, the shape of ``log_weights``.
+    """
+    check_tensor("log_weights", log_weights, ndim=2, dtype_kind="float")
+    check_tensor("advantages", advantages, ndim=(1, 2), dtype_kind="float")
+    if advantages.ndim == 1:
+        advantages = advantages.unsqueeze(1)  # (batch, 1)
+    if advantages.shape[0] != log_weights.shape[0] or advantages.shape[1] not in (1, log_weights.shape[1]):
+        raise ValueError(
+            f"advantages must have shape ({log_weights.shape[0]},) or {tuple(log_weights.shape)}, "
+            f"got {tuple(advantages.shape)}"
+        )
+    eps_low = _check_number("epsilon_low", epsilon_low)
+    eps_high = _check_number("epsilon_high", epsilon_high)
+    if eps_low >= 1:
+        raise ValueError(
+            f"epsilon_low must be < 1 (the lower clip bound 1 - epsilon_low must be > 0), got {eps_low}"
+        )
+    ratio = torch.exp(log_weights)  # r = pi_theta / pi_old
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)  # clip(r, 1 - eps_low, 1 + eps_high)
+    return -torch.min(ratio * advantages, clipped * advantages)
+
+
+def aggregate_loss(
+    per_token_loss: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    loss_type: str = "grpo",
+    max_completion_length: int | None = None,
+    num_items_in_batch: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Reduce a ``(batch, completion_len)`` (or ``(batch, 1)``, broadcast) loss over the mask to a scalar.
+
+    - ``"grpo"``: mean over each sequence's tokens, then mean over sequences (DeepSeekMath eq. 3:
+      ``1/G sum_i 1/|o_i| sum_t``).
+    - ``"bnpo"``: sum over all tokens / number of tokens in this batch.
+    - ``"dr_grpo"``: sum over all tokens / (batch * ``max_completion_length``), a constant (Dr. GRPO).
+    - ``"dapo"``: sum over all tokens / ``num_items_in_batch``, the token count of the whole batch that one
+      update averages over (DAPO eq. 12); summing the losses of its micro-batches gives a token mean. When
+      ``None``, this batch is the whole batch and ``"dapo"`` equals ``"bnpo"``.
+
+    ``trl`` also divides the first three by the number of gradient-accumulation steps; with one micro-batch per
+    update that factor is 1.
+    """
+    check_tensor("per_token_loss", per_token_loss, ndim=2, dtype_kind="float")
+    m = check_tensor("mask", mask, ndim=2)
+    if per_token_loss.shape[0] != m.shape[0] or per_token_loss.shape[1] not in (1, m.shape[1]):
+        raise ValueError(
+            f"per_token_loss must have shape {tuple(m.shape)} or ({m.shape[0]}, 1), got {tuple(per_token_loss.shape)}"
+        )
+    m = _check_mask(m, per_token_loss.expand(m.shape))
+    _check_choice("loss_type", loss_type, LOSS_TYPES)
+    masked = per_token_loss.expand(m.shape) * m  # (batch, T)
+    if loss_type == "grpo":
+        return (masked.sum(dim=-1) / m.sum(dim=-1).clamp(min=1.0)).mean()
+    if loss_type == "bnpo":
+        return masked.sum() / m.sum().clamp(min=1.0)
+    if loss_type == "dr_grpo":
+        if isinstance(max_completion_length, bool) or not isinstance(max_completion_length, int):
+            raise ValueError(f"dr_grpo needs max_completion_length as an int, got {max_completion_length!r}")
+        if max_completion_length < m.shape[1]:
+            raise ValueError(
+                f"max_completion_length ({max_completion_length}) must be >= completion_len ({m.shape[1]})"
+            )
+        return masked.sum() / (m.shape[0] * max_completion_length)
+    # dapo
+    if num_items_in_batch is None:
+        return masked.sum() / m.sum().clamp(min=1.0)
+    n = float(num_items_in_batch) if isinstance(num_items_in_batch, torch.Tensor) else num_items_in_batch
+    n = _check_number("num_items_in_batch", n)
+    if n < float(m.sum()):
+        raise ValueError(f"num_items_in_batch ({n}) must be >= the tokens in this batch ({int(m.sum())})")
+    return masked.sum() / max(n, 1.0)
+
+
+def grpo_loss(
+    logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    old_logps: torch.Tensor | None = None,
+    ref_logps: torch.Tensor | None = None,
+    beta: float = 0.0,
+    epsilon_low: float = 0.2,
+    epsilon_high: float | None = None,
+    loss_type: str = "grpo",
+    importance_sampling_level: str = "token",
+    kl_importance_correction: bool = False,
+    max_completion_length: int | None = None,
+    num_items_in_batch: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The GRPO-family loss (to minimise) of one batch, as ``trl`` 1.16's ``GRPOTrainer._compute_loss``.
+
+    Args:
+        logps: ``(batch, completion_len)`` log-probs of the sampled tokens under the current policy.
+        advantages: ``(batch,)`` from :func:`group_advantages` (or ``(batch, completion_len)``).
+        mask: ``(batch, completion_len)``, 1 on completion tokens, 0 on padding.
+        old_logps: log-probs under the sampling policy pi_old; ``None`` means on-policy (``logps.detach()``,
+            every ratio 1).
+        ref_logps: log-probs under the reference policy; required when ``beta > 0``.
+        beta: weight of the k3 KL penalty (0 turns it off, as DAPO and Dr. GRPO do).
+        epsilon_low, epsilon_high: clip range ``[1 - epsilon_low, 1 + epsilon_high]``; ``epsilon_high=None``
+            means symmetric (``= epsilon_low``).
+        loss_type: ``"grpo"``, ``"bnpo"``, ``"dr_grpo"`` or ``"dapo"`` (see :func:`aggregate_loss`).
+        importance_sampling_level: ``"token"`` (GRPO) or ``"sequence"`` (GSPO).
+        kl_importance_correction: multiply the per-token KL by the importance ratio (``trl``'s
+            ``use_bias_correction_kl``, on by default in ``trl`` 1.16; DeepSeekMath eq. 3 does not).
+        max_completion_length: needed by ``"dr_grpo"``.
+        num_items_in_batch: token count of the whole batch for ``"dapo"`` (default: this batch's).
+
+    Returns a scalar tensor: the mean over tokens/sequences of ``-min(r A, clip(r) A) + beta * KL``.
+    """
+    _check_per_token("logps", logps)
+    m = _check_mask(mask, logps)
+    beta = _check_number("beta", beta)
+    if old_logps is None:
+        old_logps = logps.detach()
+    if epsilon_high is None:
+        epsilon_high = epsilon_low
+    log_w = log_importance_weights(logps, old_logps, m, level=importance_sampling_level)  # (B, T) or (B, 1)
+    per_token_loss = clipped_surrogate(log_w, advantages, epsilon_low=epsilon_low, epsilon_high=epsilon_high)
+    if beta > 0:
+        if ref_logps is None:
+            raise ValueError("ref_logps is required when beta > 0")
+        kl = k3_kl(logps, ref_logps)  # (B, T)
+        if kl_importance_correction:
+            kl = kl * torch.exp(log_w)
+        per_token_loss = per_token_loss + beta * kl  # (B, T)
+    return aggregate_loss(
+        per_token_loss,
+        m,
+        loss_type=loss_type,
+        max_completion_length=max_completion_length,
+        num_items_in_batch=num_items_in_batch,
+    )
