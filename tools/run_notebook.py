@@ -3,8 +3,8 @@
     python tools/run_notebook.py notebooks/foundations/F2_positional_encodings.ipynb   (or the .py mirror)
 
 What it does, in order:
-1. Reads the notebook from whichever of the pair (``.ipynb`` / ``.py`` mirror) is newer, so a reading can
-   be written as its py:percent mirror; outputs are recomputed anyway.
+1. Reads the notebook; when its ``.py`` mirror was edited since, takes the cells from the mirror, so a
+   reading can be written as its py:percent mirror (outputs are recomputed anyway).
 2. Executes every cell in a fresh kernel in the notebook's folder, with ``HF_HUB_OFFLINE=1``.
 3. Writes the wall-clock run time into the metadata (``course.cpu_seconds``) and into the title block's
    ``**CPU run time:** N s`` line, so both say what was measured.
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import jupytext
 import nbformat
+from jupytext.combine import combine_inputs_with_outputs
 from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -33,15 +34,22 @@ PAIRING = {"formats": "ipynb,py:percent", "notebook_metadata_filter": "course"}
 
 
 def load_pair(path: Path) -> tuple[Path, nbformat.NotebookNode]:
-    """The ``.ipynb`` path of the pair and the notebook read from the newer of the two files."""
+    """The ``.ipynb`` path of the pair and the notebook to run.
+
+    When the ``.py`` mirror says something the notebook does not (it was edited), its cells win; cell ids
+    and metadata of unchanged cells are kept from the notebook, so a re-run gives a small diff.
+    """
     nb_path = path.with_suffix(".ipynb")
     py_path = mirror_of(nb_path)
     if not nb_path.exists() and not py_path.exists():
         raise SystemExit(f"neither {nb_path} nor {py_path} exists")
-    if py_path.exists() and (not nb_path.exists() or py_path.stat().st_mtime > nb_path.stat().st_mtime):
-        nb = jupytext.read(py_path)
-    else:
-        nb = nbformat.read(nb_path, as_version=4)
+    nb = nbformat.read(nb_path, as_version=4) if nb_path.exists() else None
+    if py_path.exists():
+        text = py_path.read_text(encoding="utf-8")
+        if nb is None:
+            nb = jupytext.reads(text, fmt="py:percent")
+        elif text != jupytext.writes(nb, fmt="py:percent"):
+            nb = combine_inputs_with_outputs(jupytext.reads(text, fmt="py:percent"), nb, fmt="py:percent")
     nb.metadata["jupytext"] = dict(PAIRING)
     return nb_path, nb
 
