@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 32
+#     cpu_seconds: 55
 #     id: F2
 #     papers:
 #     - arxiv: '2104.09864'
@@ -48,7 +48,8 @@
 # fine-tuning and minimal perplexity degradation*, r/LocalLLaMA, June 2023 (no paper:
 # [the post](https://www.reddit.com/r/LocalLLaMA/comments/14lz7j5/ntkaware_scaled_rope_allows_llama_models_to_have/)) ·
 # Peng, Quesnelle, Fan, Shippole, *YaRN: Efficient Context Window Extension of Large Language Models*,
-# ICLR 2024. [arXiv:2309.00071](https://arxiv.org/abs/2309.00071) ·
+# ICLR 2024. [arXiv:2309.00071](https://arxiv.org/abs/2309.00071) (section numbers here follow this ICLR
+# version, arXiv v3; in arXiv v2, Dynamic Scaling is §3.3 and YaRN §3.4) ·
 # Press, Smith, Lewis, *Train Short, Test Long: Attention with Linear Biases Enables Input Length
 # Extrapolation* (ALiBi), ICLR 2022. [arXiv:2108.12409](https://arxiv.org/abs/2108.12409)
 #
@@ -58,7 +59,7 @@
 #
 # **Prerequisites:** [F1 · The Transformer](F1_transformer.ipynb) (attention, the sinusoidal encoding)
 #
-# **CPU run time:** 32 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 55 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 
 # %% [markdown]
 # ## TL;DR
@@ -72,7 +73,7 @@
 # - **PI** divides every frequency by `s = L'/L` (and needs fine-tuning, "within 1000 steps" per its
 #   abstract); **NTK-aware** changes the base `b → b·s^(d/(d−2))`, keeping fast pairs and interpolating slow
 #   ones; **YaRN** ramps per pair between the two and adds an attention temperature `√(1/t) = 0.1 ln s + 1`
-#   (YaRN §3.4), with "10x less tokens and 2.5x less training steps than previous methods" (abstract).
+#   (YaRN §3.3, eq. 15), with "10x less tokens and 2.5x less training steps than previous methods" (abstract).
 # - On a tiny model trained at `L = 64` and stretched without any fine-tuning, accuracy past `L` at `4L`
 #   (mean of 3 seeds): vanilla RoPE 58% (100% within `L`), PI 6% (chance), NTK-aware 94%, YaRN 87%
 #   (§Reproduction 3).
@@ -87,7 +88,7 @@
 #   本文复现）。
 # - **PI（位置插值）** 把所有频率除以 `s = L'/L`，需要微调（摘要称 1000 步以内）；**NTK-aware** 把底数改成
 #   `b·s^(d/(d−2))`，高频维度不变、低频维度被插值；**YaRN** 按维度在两者之间做斜坡过渡，并加注意力温度
-#   `√(1/t) = 0.1 ln s + 1`（YaRN §3.4），摘要称比以往方法少用 10 倍 token、2.5 倍训练步数。
+#   `√(1/t) = 0.1 ln s + 1`（YaRN §3.3，式 15），摘要称比以往方法少用 10 倍 token、2.5 倍训练步数。
 # - 在 `L = 64` 上训练的小模型、不做任何微调直接拉长到 `4L`（3 个随机种子的平均，统计超出 `L` 的位置）：原始 RoPE 准确率
 #   58%（`L` 以内为 100%），PI 6%（随机水平），NTK-aware 94%，YaRN 87%（见复现第 3 节）。
 
@@ -134,9 +135,9 @@ print("torch", torch.__version__)
 # asks instead for query/key maps `f_q(x_m, m)`, `f_k(x_n, n)` whose inner product is a function
 # `g(x_m, x_n, m − n)` of the contents and the *relative* position only.
 #
-# **Relative does not mean "works at any length".** RoFormer's abstract lists "flexibility of being expand to
-# any sequence lengths" among RoPE's properties, but a model only ever trains on distances below its context
-# length `L`:
+# **Relative does not mean "works at any length".** RoFormer's abstract lists "the flexibility of sequence
+# length" among RoPE's properties (arXiv v5; earlier versions: "flexibility of being expand to any sequence
+# lengths"), but a model only ever trains on distances below its context length `L`:
 #
 # - ALiBi, Fig. 1: language models trained on WikiText-103 with `L = 512` or `1024` and evaluated on longer
 #   inputs; "current position methods (sinusoidal, rotary, and T5) show degraded perplexity", ALiBi does not.
@@ -189,7 +190,8 @@ print("torch", torch.__version__)
 #
 # With the permutation `P` that lists even dims then odd dims, `RoPE_half(P x) = P · RoPE_interleaved(x)`.
 # `P` is orthogonal, so permuting the output rows of `W_q` and `W_k` by `P` gives *identical* attention
-# scores. That is exactly what `transformers`' Llama checkpoint converter does ("permute for sliced rotary").
+# scores. That is exactly what `transformers`' Llama checkpoint converter does ("permute for sliced rotary" in
+# `models/llama/convert_llama_weights_to_hf.py` of the GitHub repository; the script is not in the pip wheel).
 #
 # ### 4. Long-term decay (RoFormer §3.4.3)
 #
@@ -210,23 +212,24 @@ print("torch", torch.__version__)
 # Past `L` the slow pairs produce unseen angles. Three fixes, all of the form `θ_i → θ'_i`, for an extension
 # ratio `s = L'/L`:
 #
-# - **PI** (PI §2.3): `f'(x, m) = f(x, mL/L')`, i.e. `θ'_i = θ_i / s` for every pair. Every angle stays in
-#   range, but neighbouring tokens are now `1/s` of a step apart on the fast pairs.
-# - **NTK-aware** (bloc97; YaRN §3.1): change the base, `b' = b · s^{d/(d−2)}`. Then
+# - **PI** (PI §2.3, eq. 4): `f'(x, m) = f(x, mL/L')`, i.e. `θ'_i = θ_i / s` for every pair. Every angle
+#   stays in range, but neighbouring tokens are now `1/s` of a step apart on the fast pairs.
+# - **NTK-aware** (bloc97; YaRN §3.1 and App. A.2): change the base, `b' = b · s^{d/(d−2)}`. Then
 #   `θ'_i = θ_i · s^{−2i/(d−2)}`: the fastest pair (`i = 0`) is unchanged, the slowest (`i = d/2 − 1`) gets
-#   exactly `θ/s`, in between a geometric blend. **Dynamic NTK** (YaRN §3.3) recomputes `s` from the current
+#   exactly `θ/s`, in between a geometric blend. **Dynamic NTK** (YaRN §3.4) recomputes `s` from the current
 #   length `l`, `s = max(1, l/L)`, so nothing changes until the text is longer than `L`. (`transformers`'
 #   `"dynamic"` takes a configured `factor` `f` and uses `s = f·l/L − (f − 1)` for `l > L`, which is the
 #   paper's `l/L` when `f = 1` and grows faster otherwise.)
-# - **YaRN** (YaRN §3.2 "NTK-by-parts" + §3.4): by turns `r_i`, keep pairs with `r_i > β` (`θ'_i = θ_i`),
+# - **YaRN** (YaRN §3.2 "NTK-by-parts" + §3.3): by turns `r_i`, keep pairs with `r_i > β` (`θ'_i = θ_i`),
 #   interpolate pairs with `r_i < α` (`θ'_i = θ_i/s`), and blend in between,
-#   `θ'_i = (1 − γ_i) θ_i/s + γ_i θ_i`; for Llama the paper uses `α = 1`, `β = 32`. Then it divides the
-#   logits by a temperature `t` with
+#   `θ'_i = (1 − γ_i) θ_i/s + γ_i θ_i` (eq. 13); for "the Llama family of models" the paper finds `α = 1`,
+#   `β = 32` good (§3.2). Then (§3.3) it divides the logits by a temperature `t`, recommending for LLaMA and
+#   Llama 2 (eq. 15)
 #
 # $$\sqrt{1/t} = 0.1 \ln s + 1 ,$$
 #
 # applied for free by multiplying cos and sin by `√(1/t)` (both `q` and `k` are scaled, so the logit is
-# scaled by `1/t`). The paper writes the blend weight `γ` as linear in `r`; the official code and
+# scaled by `1/t`). The paper writes the blend weight `γ` as linear in `r` (eq. 11); the official code and
 # `transformers` make it linear in the pair index `i` between the two boundary indices (so linear in `log r`)
 # and round those indices outwards. The two agree at the ends; we implement the code's version, which is what
 # released checkpoints use. The boundary index for `r` turns solves `L b^{−2i/d}/(2π) = r`:
@@ -313,12 +316,12 @@ def inv_freq_ntk(d: int, base: float, s: float) -> torch.Tensor:
 
 def inv_freq_dynamic(d: int, base: float, factor: float, L: int, seq_len: int) -> torch.Tensor:
     """Dynamic NTK as transformers computes it: NTK-aware with s = factor*l/L - (factor-1), l = max(seq_len, L)."""
-    s = factor * max(seq_len, L) / L - (factor - 1)  # = max(1, seq_len/L) when factor = 1 (YaRN §3.3)
+    s = factor * max(seq_len, L) / L - (factor - 1)  # = max(1, seq_len/L) when factor = 1 (YaRN §3.4)
     return inv_freq_ntk(d, base, s)
 
 
 def yarn(d: int, base: float, s: float, L: int, alpha: float = 1.0, beta: float = 32.0) -> tuple[torch.Tensor, float]:
-    """YaRN: NTK-by-parts frequencies (YaRN §3.2, ramp as in the official code) and sqrt(1/t) (§3.4)."""
+    """YaRN: NTK-by-parts frequencies (YaRN §3.2, ramp as in the official code) and sqrt(1/t) (§3.3)."""
     theta = inv_freq_default(d, base)  # (d/2,)
 
     def index_for_turns(r: float) -> float:  # the pair index i whose wavelength fits r times in L
@@ -683,15 +686,17 @@ for name, lg in logits_by.items():
 #   by `s` moves the learned peak to distance `5s` (its logits peak at 20 for `s = 4`). This is the "loss of
 #   relative local distances" of YaRN §3.2 and the motivation of bloc97's post ("it prevents the network to
 #   distinguish the order and positions of tokens that are very close by"). The task is PI's worst case,
-#   being purely local, and the PI paper never claims training-free use: it fine-tunes (within 1000 steps)
-#   and reports the fine-tuned models. That result is not reproduced here.
+#   being purely local, and the PI paper never claims training-free use: it fine-tunes (1000 steps, PI §3.1)
+#   and reports the fine-tuned models; untuned it notes only "certain language modeling capability" (PI §3.2,
+#   Table 3: LLaMA 7B perplexity < 20 at 8192 tokens at step 0, against > 10³ for plain extrapolation). The
+#   fine-tuned result is not reproduced here.
 # - *NTK-aware* and *YaRN* keep the fast pairs, so the peak stays at distance 5 and accuracy stays well above
-#   vanilla at `4L` without any training, in line with the NTK-aware post (LLaMA 7B past 8k context "without
-#   any fine-tuning and minimal perplexity degradation"). Both degrade at `8L`. YaRN's main results are
-#   *with* fine-tuning (YaRN §4), which this toy does not reproduce; its temperature was chosen for the
-#   LLaMA family (YaRN §3.4), and on this toy YaRN is not better than plain NTK-aware at `4L`. Both also
+#   vanilla at `4L` without any training, in line with the NTK-aware post (its title: LLaMA models reach "8k+
+#   context size without any fine-tuning and minimal perplexity degradation"). Both degrade at `8L`. YaRN's
+#   main results are *with* fine-tuning (YaRN §4), which this toy does not reproduce; its temperature was
+#   fitted on the LLaMA family (YaRN §3.3), and on this toy YaRN is not better than plain NTK-aware at `4L`. Both also
 #   lose a little *inside* `L` (top plot, `t < 64`), because the stretched frequencies apply to every
-#   position of the sequence; Dynamic NTK (YaRN §3.3) keeps `s = 1` until the input is longer than `L`, so
+#   position of the sequence; Dynamic NTK (YaRN §3.4) keeps `s = 1` until the input is longer than `L`, so
 #   short inputs are untouched.
 # - Caveats of scale: this head has 8 pairs and `L = 64`, so the fastest pair turns only `L/(2π) ≈ 10` times
 #   and no pair reaches YaRN's `β = 32`; on Llama 2 (`d = 128`, `L = 4096`) 21 pairs do (Walkthrough
@@ -714,21 +719,23 @@ for name, lg in logits_by.items():
 #   `models/mpt/modeling_mpt.py` (`build_mpt_alibi_tensor`, checked above).
 # - **Claim (seed table): "Qwen2.5 uses ALiBi plus sliding windows for 256k context."** **Correction:** the
 #   Qwen2.5 report (arXiv 2412.15115) lists RoPE with GQA, SwiGLU, QKV bias and RMSNorm in its architecture
-#   section (§2), and extends the context with YaRN and Dual Chunk Attention (DCA) in its long-context
-#   training; the cell below shows that `transformers`' Qwen2 architecture (which Qwen2.5 checkpoints load
-#   into) builds a rotary embedding and no ALiBi.
+#   section (§2); its long-context pre-training (§3.3) raises the RoPE base from 10,000 to 1,000,000 (ABF) at
+#   32,768 tokens and adds YaRN and Dual Chunk Attention (DCA) at inference for a four-fold longer context
+#   (131,072 tokens; 1M for the API model Qwen2.5-Turbo). The cell below shows that `transformers`' Qwen2
+#   architecture (which Qwen2.5 checkpoints load into) builds a rotary embedding and no ALiBi.
 # - **Claim (seed table): "NTK-aware RoPE comes from GPT-4-related speculation."** **Correction:** it is a
-#   June 2023 Reddit post by bloc97 (credited as such in YaRN §1 and §3.1, whose first author is bloc97);
-#   YaRN §1 notes its use in Code Llama, and Dynamic NTK's in Qwen 7B.
+#   June 2023 Reddit post by bloc97 (credited as such in YaRN §1 and §3.1, whose first author, Bowen Peng, is
+#   bloc97); YaRN §1 notes its use in Code Llama, and Dynamic NTK's in Qwen 7B.
 # - **Claim: "interleaved and rotate-half RoPE are different encodings, so Meta and HF Llama weights are
 #   incompatible."** **Correction:** same function up to a permutation of dims (Derivation §3); the HF
 #   converter permutes the `W_q`/`W_k` rows once and the scores are identical (checked above, error ~1e-13).
 # - **Claim: "YaRN multiplies the logits by `0.1 ln s + 1`."** **Correction:** `0.1 ln s + 1` is `√(1/t)`
-#   and multiplies cos and sin, i.e. both `q` and `k`; the logits get `(0.1 ln s + 1)²` (YaRN §3.4). The
+#   and multiplies cos and sin, i.e. both `q` and `k`; the logits get `(0.1 ln s + 1)²` (YaRN §3.3). The
 #   authors' own errata (`Errata.md` in jquesnelle/yarn) note that the early preprint had the temperature
 #   inverted (`√t` for `√(1/t)`).
 # - **Claim: "PI extends the context without training."** **Correction:** PI fine-tunes (within 1000 steps,
-#   PI abstract); training-free, it destroys local resolution (§Reproduction 3: chance accuracy).
+#   PI abstract); untuned, the paper reports only "certain language modeling capability" (PI §3.2, Table 3),
+#   and on a purely local task it destroys local resolution (§Reproduction 3: chance accuracy).
 
 # %%
 import inspect
@@ -784,7 +791,8 @@ for name, (given, expected) in checks.items():
 #   fine-tuning and minimal perplexity degradation.* r/LocalLLaMA, June 2023.
 #   [Link](https://www.reddit.com/r/LocalLLaMA/comments/14lz7j5/ntkaware_scaled_rope_allows_llama_models_to_have/).
 # - B. Peng, J. Quesnelle, H. Fan, E. Shippole. *YaRN: Efficient Context Window Extension of Large Language
-#   Models.* ICLR 2024, arXiv:2309.00071. Code and errata: [jquesnelle/yarn](https://github.com/jquesnelle/yarn).
+#   Models.* ICLR 2024, arXiv:2309.00071 (section numbers as in v3). Code and errata:
+#   [jquesnelle/yarn](https://github.com/jquesnelle/yarn).
 # - O. Press, N. A. Smith, M. Lewis. *Train Short, Test Long: Attention with Linear Biases Enables Input
 #   Length Extrapolation.* ICLR 2022, arXiv:2108.12409. Code:
 #   [ofirpress/attention_with_linear_biases](https://github.com/ofirpress/attention_with_linear_biases).

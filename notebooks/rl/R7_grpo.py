@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 36
+#     cpu_seconds: 32
 #     id: R7
 #     papers:
 #     - arxiv: '2402.03300'
@@ -50,7 +50,7 @@
 # **Prerequisites:** [R4 · PPO](R4_ppo.ipynb) (clipped surrogate, advantages) ·
 # [R6 · DPO](R6_dpo.ipynb) (the reference policy and the KL to it)
 #
-# **CPU run time:** 36 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 32 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 
 # %% [markdown]
 # ## TL;DR
@@ -133,7 +133,8 @@ def bound(err: float, floor: float = 1e-7) -> str:
 # $|o_i|$ penalises long wrong answers less, and dividing by the group std over-weights questions that are too
 # easy or too hard. With both terms removed (Dr. GRPO, §3.2), "GRPO tends to continually generate longer
 # responses even when the reward improvement slows down", while Dr. GRPO "prevents the response length from
-# growing wildly" and "the length of incorrect responses is substantially reduced" (§3.2, Figure 1 right). Their
+# growing wildly" and "the length of incorrect responses is substantially reduced" (§3.2, Figure 5; summarised in
+# Figure 1 right). Their
 # minimal recipe reaches 43.3% on AIME 2024 with a 7B base model (abstract).
 #
 # **Naive GRPO does not scale to long chains of thought.** DAPO's authors saw "entropy collapse, reward noise, and
@@ -180,8 +181,8 @@ def bound(err: float, floor: float = 1e-7) -> str:
 # with equality only at $x = 1$. Unbiased: for $o \sim \pi_\theta$, $\mathbb E[x] = \sum_o \pi_\theta(o)
 # \frac{\pi_{\text{ref}}(o)}{\pi_\theta(o)} = 1$, so $\mathbb E[\hat k_3] = 1 - 1 - \mathbb E[\log x] =
 # \mathbb E_{\pi_\theta}[\log\frac{\pi_\theta}{\pi_{\text{ref}}}] = \mathbb D_{\text{KL}}[\pi_\theta\|\pi_{\text{ref}}]$.
-# The naive $\hat k_1 = -\log x$ is also unbiased but takes negative values (checked in §6.2). GRPO adds this
-# term to the loss, not to the reward as PPO-RLHF does (§4.1.1).
+# The naive $\hat k_1 = -\log x$ is also unbiased but takes negative values (checked in walkthrough 6.2 below).
+# GRPO adds this term to the loss, not to the reward as PPO-RLHF does (§4.1.1).
 #
 # **4. Per-token weights: the length bias (Dr. GRPO §3.1).** On-policy ($\rho = 1$, no clipping active) the
 # gradient of the three aggregations puts weight $w_i$ on every $\nabla\log\pi(o_{i,t})$:
@@ -195,7 +196,7 @@ def bound(err: float, floor: float = 1e-7) -> str:
 # Only GRPO's weight depends on the answer's own length: a wrong answer ($\hat A_i < 0$) of 30 tokens is pushed
 # down 3 times less per token than one of 10 tokens, so long wrong answers survive, and short right answers are
 # pushed up more. Dr. GRPO's constant $L_{\max}$ rescales the learning rate only, and gives back derivation 2's
-# sum over tokens. DAPO's normaliser is shared by every token of the batch (checked in §6.5).
+# sum over tokens. DAPO's normaliser is shared by every token of the batch (checked in walkthrough 6.5 below).
 #
 # **5. The std: a per-question weight (Dr. GRPO §3.1).** For 0/1 rewards with $k$ of $G$ correct,
 # $\hat p = k/G$ and the unbiased std is $\sqrt{\frac{G}{G-1}\hat p(1-\hat p)}$. Dividing by it multiplies the
@@ -208,11 +209,12 @@ def bound(err: float, floor: float = 1e-7) -> str:
 # $\rho \le 1 + \varepsilon_{\text{high}}$, i.e. $\pi_\theta \le (1+\varepsilon_{\text{high}})\,\pi_{\text{old}}$ per
 # update: a token at $\pi_{\text{old}} = 0.01$ can reach 0.012 with $\varepsilon = 0.2$, while one at 0.9 can
 # reach any probability ("1.08"); DAPO raises only the upper bound to $\varepsilon_{\text{high}} = 0.28$ (0.0128)
-# to keep exploration tokens alive and keeps $\varepsilon_{\text{low}} = 0.2$ because a larger lower bound would
-# "suppress the probability of these tokens to 0" (§3.1). When the ratio leaves the range in the direction the
-# advantage pushes it (above $1+\varepsilon_{\text{high}}$ for $\hat A > 0$, below $1-\varepsilon_{\text{low}}$ for
-# $\hat A < 0$), the min picks the clipped, constant branch and the token's gradient is exactly zero; in the other
-# direction the unclipped term is smaller and is kept (PPO's pessimistic bound).
+# to keep exploration tokens alive and keeps $\varepsilon_{\text{low}} = 0.2$ because increasing it "will
+# suppress the probability of these tokens to 0, resulting in the collapse of the sampling space" (§3.1). When
+# the ratio leaves the range in the direction the advantage pushes it (above $1+\varepsilon_{\text{high}}$ for
+# $\hat A > 0$, below $1-\varepsilon_{\text{low}}$ for $\hat A < 0$), the min picks the clipped, constant branch
+# and the token's gradient is exactly zero; in the other direction the unclipped term is smaller and is kept
+# (PPO's pessimistic bound).
 #
 # **7. Dynamic sampling (DAPO §3.2, eq. 11).** If all $G$ rewards of a question are equal, every
 # $r_i - \operatorname{mean}(\mathbf r) = 0$, so with $\beta = 0$ the whole group contributes zero gradient while
@@ -634,13 +636,13 @@ plt.show()
 # **Reading the results.** All four variants learn the task, from 1% of answers right to 69-96% in 150 steps,
 # with a group-mean baseline and no value model. The papers' trends show up at toy scale:
 #
-# - **Length bias (Dr. GRPO §3.1-3.2, Figure 1 right).** Over training, GRPO's wrong answers are the longest
+# - **Length bias (Dr. GRPO §3.1-3.2, Figures 1 right and 5).** Over training, GRPO's wrong answers are the longest
 #   (5.4 tokens on average, against 4.5 for Dr. GRPO) and GRPO keeps the most answers that never stop (7% of
 #   samples, against 1%); its right answers are the shortest of the three non-DAPO runs (3.6 against 4.3). Both
 #   directions are the ones §3.1 predicts from the $1/|o_i|$ weight: "favor brevity in correct answers" and
 #   "prefer lengthier responses among incorrect ones". The $\beta = 0$ control sits in between: here part of
 #   GRPO's length, and of its slower learning, comes from the KL pull towards the long-winded initial policy.
-# - **Groups without signal (DAPO §3.2, Figure 3b).** At first 84% of the groups are all wrong; the share drops
+# - **Groups without signal (DAPO §3.2, Figure 3b).** At first 82-84% of the groups are all wrong; the share drops
 #   as the policy starts to solve targets, then climbs back as groups become all right (right panel): by step
 #   150, 88% of the sampled groups of GRPO ($\beta = 0$) and Dr. GRPO give zero advantage. DAPO's filter trains
 #   only on the informative groups, which makes it the fastest per step, at the price of generating 3 times
@@ -672,12 +674,16 @@ plt.show()
 #   of its weights.
 # - **Claim (seed slides):** the GRPO objective uses one ratio per answer, $\pi_\theta(o_i \mid q)/\pi_{\theta_{old}}(o_i \mid q)$.
 #   **Correction:** eq. 3 has one ratio per token, averaged with $\frac{1}{|o_i|}\sum_t$. A per-answer ratio is
-#   GSPO's choice (R8), and GSPO takes its geometric mean over tokens (§6.3), because the raw product of
-#   hundreds of token ratios explodes or vanishes.
+#   GSPO's choice (R8; Zheng et al., arXiv:2507.18071, §4.1, eq. 7): the $1/|o_i|$-th power of the sequence
+#   ratio, i.e. the geometric mean of the token ratios (walkthrough 6.3 above), which GSPO adopts "to reduce the
+#   variance and to control $s_i(\theta)$ within a unified numerical range": without it, "the likelihood changes
+#   of a few tokens can result in dramatic fluctuations of the sequence-level importance ratio".
 # - **Claim (common):** the KL term in GRPO is the exact KL, or the per-token penalty in the reward as in PPO-RLHF.
 #   **Correction:** it is the k3 estimate at the sampled tokens, non-negative and unbiased only in expectation
-#   over $o \sim \pi_\theta$ (eq. 4, §6.2), added to the loss "instead of adding KL penalty in the reward"
-#   (§4.1.1). DAPO (§2.3) and Dr. GRPO (§3) set $\beta = 0$ for rule-based rewards.
+#   over $o \sim \pi_\theta$ (DeepSeekMath eq. 4; walkthrough 6.2 above), added to the loss "instead of adding KL
+#   penalty in the reward" (DeepSeekMath §4.1.1). DAPO drops the KL term because a long-CoT policy may diverge far
+#   from the initial model anyway (DAPO §2.3); Dr. GRPO sets $\beta = 0$ because rule-based verifiers remove the
+#   distribution-shift concern (Dr. GRPO §3).
 # - **Claim (common):** "token-level loss" means the same thing in DAPO and Dr. GRPO. **Correction:** DAPO divides
 #   by the number of tokens in the batch, $\sum_i |o_i|$ (eq. 12), which changes from batch to batch; Dr. GRPO
 #   divides by a constant generation budget (§3.2, Listing 1). Both remove the per-answer $1/|o_i|$; only Dr.
@@ -732,6 +738,8 @@ for key, value in answers.items():
 #   Code: https://github.com/sail-sg/understand-r1-zero
 # - Q. Yu, Z. Zhang, R. Zhu, et al. *DAPO: An Open-Source LLM Reinforcement Learning System at Scale.*
 #   arXiv:2503.14476, 2025. §3.1-3.4 (eqs. 8-13), Table 1. Code: https://github.com/volcengine/verl (`recipe/dapo`)
+# - C. Zheng, S. Liu, M. Li, et al. *Group Sequence Policy Optimization.* arXiv:2507.18071, 2025. §4.1, eq. 7
+#   (the length-normalised sequence ratio; reading R8).
 # - J. Schulman. *Approximating KL divergence*, 2020. http://joschu.net/blog/kl-approx.html (the k3 estimator).
 # - Reference implementation: `trl` 1.16.0, `trl/trainer/grpo_trainer.py`, `GRPOTrainer._compute_loss` (loss
 #   types, `importance_sampling_level`, `use_bias_correction_kl`) and the advantage code in

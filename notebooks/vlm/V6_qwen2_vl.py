@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 12
+#     cpu_seconds: 17
 #     id: V6
 #     papers:
 #     - arxiv: '2409.12191'
@@ -39,7 +39,7 @@
 # **Prerequisites:** [F2 · Positional encodings](../foundations/F2_positional_encodings.ipynb) (RoPE, rotate-half
 # layout), [V1 · ViT](V1_vit.ipynb) (patches, the ViT block)
 #
-# **CPU run time:** 12 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 17 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 
 # %% [markdown]
 # ## TL;DR
@@ -49,9 +49,9 @@
 # reads 14x14 patches (2 frames deep: an image is two identical frames, a video is sampled at 2 fps); an
 # **MLP merges each 2x2 block** into one LLM token, so a 224x224 image costs 64 tokens + 2 markers = 66
 # (§2.1). The LLM reads positions with **M-RoPE**: every token has (temporal, height, width) ids, equal for
-# text (plain 1D RoPE), grid coordinates for images and videos. Table 7: dynamic resolution matches the best
-# fixed budget (75.89 InfoVQA with 1924 tokens on average vs 77.27 with a fixed 3136) and wins OCRBench (866
-# vs at most 828); Table 8: M-RoPE beats 1D RoPE on video (NextQA 46.0 vs 43.9).
+# text (plain 1D RoPE), grid coordinates for images and videos. Table 7: dynamic resolution comes within 1.4
+# points of the best fixed budget on InfoVQA (75.89 with 1924 tokens on average vs 77.27 with a fixed 3136) and
+# wins OCRBench (866 vs at most 828); Table 8: M-RoPE beats 1D RoPE on video (NextQA 46.0 vs 43.9).
 
 # %% [markdown]
 # ## 中文速览
@@ -60,9 +60,9 @@
 # ViT 用 **2D RoPE**（去掉了可学习的绝对位置表）读取 14x14 的 patch（时间方向深度为 2：图片复制成两帧，视频按
 # 2 fps 采样）；之后一个 **MLP 把相邻 2x2 个 token 合并成一个**送入 LLM，所以 224x224 的图片只占 64 + 2 = 66
 # 个 token（§2.1）。LLM 端用 **M-RoPE**：每个 token 有（时间、高、宽）三个位置 id，文本三者相同（即普通 1D
-# RoPE），图片和视频取网格坐标。表 7：动态分辨率平均 1924 个 token 即达到最佳固定预算的水平（InfoVQA 75.89 对
-# 固定 3136 个 token 的 77.27），OCRBench 最高（866）；表 8：M-RoPE 在视频任务上优于 1D RoPE（NextQA 46.0 对
-# 43.9）。
+# RoPE），图片和视频取网格坐标。表 7：动态分辨率平均只用 1924 个 token，InfoVQA 为 75.89，接近最佳固定预算
+# （固定 3136 个 token）的 77.27；OCRBench 最高（866，固定预算最多 828）；表 8：M-RoPE 在视频任务上优于 1D RoPE
+# （NextQA 46.0 对 43.9）。
 
 # %% [markdown]
 # ## Setup
@@ -114,8 +114,8 @@ def bound(err: float, floor: float = 1e-6) -> str:
 #
 # Before Qwen2-VL, "standard LVLMs encode input images to a fixed resolution (e.g., 224×224), often by either
 # downsampling or upsampling the images, or by employing a scale-then-padding approach", which leads to "a
-# significant loss of detailed information in high-resolution images" (§1). A 4032x3024 phone photo and a
-# 130x542 logo both become 224x224: the photo loses 99.6% of its pixels, the logo is stretched.
+# significant loss of detailed information in high-resolution images" (§1). A 3024x4032 phone photo and a
+# 130x542 logo (height x width) both become 224x224: the photo loses 99.6% of its pixels, the logo is stretched.
 #
 # The second problem is position: "the use of one-dimensional position embeddings in current models
 # significantly limits their ability to model three-dimensional space and temporal dynamics" (§1). Flattening
@@ -124,10 +124,12 @@ def bound(err: float, floor: float = 1e-6) -> str:
 #
 # The paper measures both fixes. Table 7 (Qwen2-VL-7B): fixed budgets of 64 / 576 / 1600 / 3136 image tokens
 # score 28.85 / 65.72 / 74.99 / 77.27 on InfoVQA and 572 / 828 / 824 / 786 on OCRBench; dynamic resolution
-# scores 75.89 and **866** with 1924 tokens on average: no single fixed size is best everywhere. Table 8
-# (Qwen2-1.5B + ViT-L): M-RoPE vs 1D RoPE gives 46.0 vs 43.9 on NextQA, 57.9 vs 55.5 on STAR, 43.4 vs 39.2 on
-# MathVista, and is slightly lower on RealWorldQA (53.7 vs 54.5) and InfoVQA (50.3 vs 50.8). Figure 5: the
-# 72B model, trained on at most 16K tokens per video, keeps its Video-MME accuracy up to 80K tokens.
+# scores 75.89 and **866** with 1924 tokens on average: "no single fixed resolution achieves optimal performance
+# across all benchmarks" (§3.3.1). Table 8 (§3.3.2; pre-trained Qwen2-1.5B + ViT-L): M-RoPE vs 1D RoPE gives
+# 46.0 vs 43.9 on NextQA, 57.9 vs 55.5 on STAR, 43.4 vs 39.2 on MathVista, and is slightly lower on RealWorldQA
+# (53.7 vs 54.5) and InfoVQA (50.3 vs 50.8). Figure 5 (§3.3.2, Video-MME medium-length videos): the 72B
+# model, trained with at most 16K tokens per video, still performs robustly at inference lengths up to 80K
+# tokens.
 
 # %% [markdown]
 # ## Derivations
@@ -137,7 +139,8 @@ def bound(err: float, floor: float = 1e-6) -> str:
 # $\bar W = f\,\mathrm{round}(W/f)$. If $\bar H \bar W > P_{\max}$, shrink with
 # $\beta = \sqrt{HW / P_{\max}}$: $\bar H = f \lfloor H / (\beta f) \rfloor$ (same for $W$), so
 # $\bar H \bar W \le HW/\beta^2 = P_{\max}$. If $\bar H \bar W < P_{\min}$, grow with
-# $\beta = \sqrt{P_{\min}/(HW)}$ and round up. The LLM then sees
+# $\beta = \sqrt{P_{\min}/(HW)}$ and round up. (The paper gives no formula; these are the official
+# `smart_resize` of `qwen_vl_utils` in QwenLM/Qwen2-VL and of `transformers`.) The LLM then sees
 #
 # $$N_{\text{tokens}} = \frac{\bar H}{28}\cdot\frac{\bar W}{28} \;(+2 \text{ for } \texttt{<|vision\_start|>}, \texttt{<|vision\_end|>}).$$
 #
@@ -166,7 +169,8 @@ def bound(err: float, floor: float = 1e-6) -> str:
 # cell $(t, h, w)$ of a block starting at $s$ gets $(s + t, s + h, s + w)$, where an image has the single
 # temporal cell $t = 0$; every block starts at $s = 1 + $ the largest id so far. Rotary frequency $i$ of
 # $\theta_i = \text{base}^{-2i/d}$ rotates by $p_{a(i)}\theta_i$, where the section $[16, 24, 24]$ of the 64
-# frequencies (head dim 128) assigns the first 16 to $t$, the next 24 to $h$, the last 24 to $w$. For text
+# frequencies (head dim 128; `mrope_section` in the released `config.json`, not given in the paper) assigns the
+# first 16 to $t$, the next 24 to $h$, the last 24 to $w$. For text
 # $p_t = p_h = p_w = n$, so every frequency rotates by $n\theta_i$: **exactly 1D RoPE** (checked in §7).
 #
 # **6. ViT size (Table 1: 675M).** Width 1280, 32 blocks, MLP ratio 4: each block has
@@ -179,8 +183,9 @@ def bound(err: float, floor: float = 1e-6) -> str:
 #
 # ### 6.1 How many tokens does a real photograph cost?
 #
-# `smart_resize` from the equations of derivation 1, with the processor's defaults: at least $56^2$ pixels
-# (4 tokens), at most $28^2 \cdot 1280$ pixels (1280 tokens).
+# `smart_resize` from the equations of derivation 1, with the `transformers` image processor's class defaults:
+# at least $56^2$ pixels (4 tokens), at most $28^2 \cdot 1280$ pixels (1280 tokens). The released checkpoints'
+# `preprocessor_config.json` keep the minimum but raise `max_pixels` to $16384 \cdot 28^2$, the cap of §3.3.1.
 
 # %%
 def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,
@@ -648,8 +653,8 @@ for llm, width in [("2B", 1536), ("7B", 3584), ("72B", 8192)]:
 assert c.depth == 32 and c.embed_dim == 1280 and c.num_heads == 16 and c.mlp_ratio == 4 and c.patch_size == 14
 
 # %% [markdown]
-# 675.8M for the 7B, matching Table 1's 675M; the 2B's tower is 665.3M and the 72B's 699.4M, since the
-# shared 631.2M body feeds a merger sized for each LLM.
+# 675.8M for the 7B, matching Table 1's 675M; Table 1 lists 675M for all three sizes, but counted exactly the
+# 2B's tower is 665.3M and the 72B's 699.4M, since the shared 631.2M body feeds a merger sized for each LLM.
 
 # %% [markdown]
 # ## Misconceptions
@@ -658,14 +663,15 @@ assert c.depth == 32 and c.embed_dim == 1280 and c.num_heads == 16 and c.mlp_rat
 #   to 1024-dim visual features, "only 5M parameters". **Correction:** "a simple MLP layer is employed after the
 #   ViT to compress adjacent 2 × 2 tokens into a single token" (§2.1): LayerNorm, concatenation of the four
 #   1280-dim patch features, Linear 5120→5120, GELU, Linear 5120→LLM width (3584 for the 7B). That is 44.6M
-#   parameters (§8 (d)), there is no attention in it, and the widths are 1280 in and 1536 / 3584 / 8192 out.
+#   parameters (§8 (d) above), there is no attention in it, and the widths are 1280 in and 1536 / 3584 / 8192 out.
 # - **Claim:** the ViT is small (a ViT-L of about 300M). **Correction:** "a Vision Transformer (ViT) with
-#   approximately 675 million parameters" shared by all sizes (§2, Table 1); counted above: 675.8M for the 7B.
+#   approximately 675 million parameters" (§2.1), the same for all sizes (§2, Table 1); counted above: 675.8M
+#   for the 7B. (The M-RoPE ablation of §3.3.2 uses a ViT-L backbone instead.)
 # - **Claim (seed):** images of different sizes are zero-padded at the borders to align tensors, or switched
 #   between 224x224 (phone) and 1024x1024 (cloud) with "feature interpolation". **Correction:** each image is
-#   resized to its own multiple-of-28 size (§6.1), patches of all images are packed into one sequence with
-#   block-diagonal attention (§6.4), and there is no position table to interpolate: the ViT's absolute
-#   position embeddings were removed for 2D RoPE (§2.1).
+#   resized to its own multiple-of-28 size (6.1 above), patches of all images are packed into one sequence
+#   (paper §2.1) with block-diagonal attention (6.4 above), and there is no position table to interpolate: the
+#   ViT's absolute position embeddings were removed for 2D RoPE (paper §2.1).
 # - **Claim:** with M-RoPE, text positions are encoded differently from a text-only LLM. **Correction:** text
 #   ids are equal on the three axes, so M-RoPE is exactly 1D RoPE on text (§2.1; checked bit for bit in §7).
 # - **Claim:** an image has two temporal positions because it is duplicated into two frames. **Correction:**
@@ -705,9 +711,10 @@ if answer_2 is not None:
 # - Peng Wang, Shuai Bai, Sinan Tan, et al. *Qwen2-VL: Enhancing Vision-Language Model's Perception of the World
 #   at Any Resolution.* arXiv:2409.12191, 2024. §1 (fixed resolutions, 1D positions), §2 and Table 1 (675M ViT),
 #   §2.1 (naive dynamic resolution, 2D RoPE, 2x2 MLP merger, 66 tokens for 224 × 224, M-RoPE, 2 fps, two
-#   identical frames per image, 16384 tokens per video), Table 7 and §3.3.1 (dynamic vs fixed tokens),
-#   Table 8 and Figure 5 (M-RoPE ablation and extrapolation).
-# - Official code: [QwenLM/Qwen2-VL](https://github.com/QwenLM/Qwen2-VL).
+#   identical frames per image, 16384 tokens per video), Table 7 and §3.3.1 (dynamic vs fixed tokens,
+#   `min_pixels` / `max_pixels`), Table 8 and Figure 5 in §3.3.2 (M-RoPE ablation and extrapolation).
+# - Official code: [QwenLM/Qwen2-VL](https://github.com/QwenLM/Qwen2-VL) (`qwen-vl-utils`:
+#   `qwen_vl_utils/vision_process.py`, `smart_resize`).
 # - Qwen2.5-VL (arXiv:2502.13923) §2.1.3, time-aligned M-RoPE: reading V7.
 # - Reference implementation used in §7: `transformers` 5.23.0,
 #   `models/qwen2_vl/image_processing_pil_qwen2_vl.py` (`smart_resize`, `Qwen2VLImageProcessorPil`),
