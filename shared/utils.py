@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
 import torch
 
-__all__ = ["seed_everything", "pick_device", "assert_close", "check_tensor"]
+__all__ = ["seed_everything", "pick_device", "assert_close", "check_tensor", "error_bound"]
 
 
 def seed_everything(seed: int = 0) -> torch.Generator:
@@ -113,3 +114,18 @@ def assert_close(
             f"max abs error {max_err:.3g} at index {idx}: {a64[idx].item():.6g} vs expected {e64[idx].item():.6g}"
         )
     return max_err
+
+
+def error_bound(err: float, floor: float = 1e-6) -> str:
+    """A measured error as the next power of ten above it, e.g. ``"< 1e-06"``; never below ``floor``.
+
+    The last digits of a float error change between CPUs (AVX2 vs AVX-512 kernels, BLAS builds), so a
+    notebook that printed ``3.6e-07`` would fail its stored-output check elsewhere. A bound prints the same
+    everywhere. Use ``floor`` near the precision compared: ``1e-6`` for float32, ``1e-12`` for float64.
+    """
+    if not (isinstance(err, int | float) and math.isfinite(err) and err >= 0):
+        raise ValueError(f"err must be a finite number >= 0, got {err!r}")
+    if not (isinstance(floor, int | float) and floor > 0):
+        raise ValueError(f"floor must be a number > 0, got {floor!r}")
+    bound = 10.0 ** (math.floor(math.log10(err)) + 1) if err > 0 else 0.0
+    return f"< {max(floor, bound):.0e}"

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.utils import assert_close, check_tensor, pick_device, seed_everything
+from shared.utils import assert_close, check_tensor, error_bound, pick_device, seed_everything
 
 # ---------------------------------------------------------------- seed_everything
 
@@ -231,3 +231,26 @@ def test_assert_close_property_agrees_with_torch_isclose(values, noise, seed):
 def test_check_tensor_rejects_unknown_dtype_kind():
     with pytest.raises(ValueError, match="dtype_kind must be"):
         check_tensor("x", torch.zeros(2), dtype_kind="floats")
+
+
+@pytest.mark.parametrize(
+    ("err", "floor", "expected"),
+    [
+        (3.6e-7, 1e-6, "< 1e-06"),
+        (3.6e-7, 1e-9, "< 1e-06"),
+        (1e-6, 1e-9, "< 1e-05"),
+        (0.0, 1e-6, "< 1e-06"),
+        (1.7e-16, 1e-12, "< 1e-12"),
+        (0.02, 1e-6, "< 1e-01"),
+    ],
+)
+def test_error_bound(err, floor, expected):
+    assert error_bound(err, floor) == expected
+
+
+@pytest.mark.parametrize(
+    ("err", "floor"), [(-1.0, 1e-6), (float("nan"), 1e-6), (float("inf"), 1e-6), (1e-3, 0.0)]
+)
+def test_error_bound_rejects_bad_input(err, floor):
+    with pytest.raises(ValueError):
+        error_bound(err, floor)

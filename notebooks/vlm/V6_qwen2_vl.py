@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 17
+#     cpu_seconds: 15
 #     id: V6
 #     papers:
 #     - arxiv: '2409.12191'
@@ -39,7 +39,7 @@
 # **Prerequisites:** [F2 · Positional encodings](../foundations/F2_positional_encodings.ipynb) (RoPE, rotate-half
 # layout), [V1 · ViT](V1_vit.ipynb) (patches, the ViT block)
 #
-# **CPU run time:** 17 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 15 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 
 # %% [markdown]
 # ## TL;DR
@@ -97,17 +97,13 @@ from PIL import Image
 
 from shared.mrope import mrope_cos_sin, mrope_position_ids, vision_position_ids, vision_rope_cos_sin
 from shared.rope import apply_rope, rope_inv_freq, rotate_half
-from shared.utils import assert_close, pick_device, seed_everything
+from shared.utils import assert_close, error_bound, pick_device, seed_everything
 from shared.vision import smart_resize as shared_smart_resize
 
 seed_everything(0)
 device = pick_device()  # every reading runs on CPU; a GPU only makes it faster
 print("torch", torch.__version__, "| transformers", transformers.__version__)
 
-
-def bound(err: float, floor: float = 1e-6) -> str:
-    """A measured error as a power-of-ten bound ('< 1e-06'), so the printout is the same on every CPU."""
-    return f"< {max(floor, 10.0 ** math.ceil(math.log10(err))) if err > 0 else floor:.0e}"
 
 # %% [markdown]
 # ## The problem
@@ -420,7 +416,7 @@ processor = Qwen2VLImageProcessorPil()
 ref = processor(images=[photo, logo], return_tensors="pt")
 err = assert_close(pixel_values, ref["pixel_values"], atol=1e-6, name="pixel_values")
 assert torch.equal(grid_thw, ref["image_grid_thw"])
-print(f"pixel_values {tuple(pixel_values.shape)}: max abs error {bound(err)}; grid_thw {grid_thw.tolist()} equal")
+print(f"pixel_values {tuple(pixel_values.shape)}: max abs error {error_bound(err)}; grid_thw {grid_thw.tolist()} equal")
 
 # %% [markdown]
 # **The vision tower.** A tiny random tower (2 blocks, width 64, 4 heads, merger to 96) with the default patch,
@@ -453,16 +449,16 @@ err_q = assert_close(apply_rope(q, cos_v[:, None], sin_v[:, None]),
 with torch.no_grad():
     err_pe = assert_close(pixel_values @ tower.patch_embed.proj.weight.reshape(64, -1).T,
                           tower.patch_embed(pixel_values), atol=1e-5, name="PatchEmbed")
-print(f"2D positions equal; cos error {bound(err_cos)}; rotated q error {bound(err_q)}; "
-      f"Conv3d = linear map: error {bound(err_pe, 1e-4)}")
+print(f"2D positions equal; cos error {error_bound(err_cos)}; rotated q error {error_bound(err_q)}; "
+      f"Conv3d = linear map: error {error_bound(err_pe, 1e-4)}")
 
 with torch.no_grad():
     out = tower(pixel_values, grid_thw=grid_thw)
     feats, tokens = vit_forward(tower, pixel_values, grid_thw)
 err_f = assert_close(feats, out.last_hidden_state, atol=1e-4, name="ViT features")
 err_t = assert_close(tokens, out.pooler_output, atol=1e-4, name="merged tokens")
-print(f"ViT features {tuple(feats.shape)}: max abs error {bound(err_f, 1e-4)}; "
-      f"merged tokens {tuple(tokens.shape)}: {bound(err_t, 1e-4)}")
+print(f"ViT features {tuple(feats.shape)}: max abs error {error_bound(err_f, 1e-4)}; "
+      f"merged tokens {tuple(tokens.shape)}: {error_bound(err_t, 1e-4)}")
 
 # %% [markdown]
 # The merger alone against a stand-alone `PatchMerger` whose weights we copy (a second, independent check of
@@ -477,7 +473,7 @@ mine.load_state_dict(pm.state_dict())  # same parameter names: copy the weights
 x = torch.randn(24, 32)  # 24 patch features = 6 merge blocks
 with torch.no_grad():
     err_m = assert_close(merger(x, mine), pm(x), atol=1e-6, name="PatchMerger")
-print(f"merger (24, 32) -> {tuple(pm(x).shape)}: max abs error vs PatchMerger {bound(err_m)}")
+print(f"merger (24, 32) -> {tuple(pm(x).shape)}: max abs error vs PatchMerger {error_bound(err_m)}")
 
 # %% [markdown]
 # **M-RoPE ids** of 6.5 against `Qwen2VLModel.get_rope_index` (a tiny random model; `get_rope_index` only
@@ -511,7 +507,7 @@ ref_cos, ref_sin = rotary(torch.zeros(1, len(types), 128), ref_ids)
 err_c = assert_close(cos_m[None], ref_cos, atol=1e-6, name="M-RoPE cos")
 err_s = assert_close(sin_m[None], ref_sin, atol=1e-6, name="M-RoPE sin")
 assert_close(cos_m[None], mrope_cos_sin(ref_ids, rope_inv_freq(128, 1e6), [16, 24, 24])[0], atol=0, rtol=0)
-print(f"M-RoPE cos/sin vs Qwen2VLRotaryEmbedding: max abs error {bound(max(err_c, err_s))}")
+print(f"M-RoPE cos/sin vs Qwen2VLRotaryEmbedding: max abs error {error_bound(max(err_c, err_s))}")
 
 # %% [markdown]
 # **M-RoPE reduces to 1D RoPE on text** (derivation 5): for a text-only sequence the ids are $0, 1, 2, \dots$ on
