@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 32
+#     cpu_seconds: 48
 #     id: R7
 #     papers:
 #     - arxiv: '2402.03300'
@@ -50,7 +50,7 @@
 # **Prerequisites:** [R4 · PPO](R4_ppo.ipynb) (clipped surrogate, advantages) ·
 # [R6 · DPO](R6_dpo.ipynb) (the reference policy and the KL to it)
 #
-# **CPU run time:** 32 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 48 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 
 # %% [markdown]
 # ## TL;DR
@@ -64,7 +64,9 @@
 # ($\varepsilon_{\text{high}} = 0.28 > \varepsilon_{\text{low}} = 0.2$), dynamic sampling (drop groups whose answers
 # are all right or all wrong), a token-level loss and overlong reward shaping: 50 on AIME 2024 with Qwen2.5-32B,
 # where naive GRPO reached 30 (Table 1). Here each piece is derived, written from scratch, checked against the
-# course's `shared.policy_losses` (itself tested against `trl` 1.16.0), and used to train a tiny policy.
+# course's `shared.policy_losses` (itself tested against `trl` 1.16.0), and used to train a tiny policy. On that toy
+# (2 seeds) all four variants learn; the KL term slows GRPO the most, DAPO ends highest at 3 times the samples,
+# and Dr. GRPO's length bias does not show at this scale.
 
 # %% [markdown]
 # ## 中文速览
@@ -75,7 +77,9 @@
 # $1/|o_i|$ 长度归一化和标准差缩放会带来偏差（错误回答变长、过易/过难题权重过大），于是把两者都去掉。**DAPO**
 # （2503.14476 §3）加入 clip-higher（$\varepsilon_{\text{high}}=0.28>\varepsilon_{\text{low}}=0.2$）、动态采样（丢弃全对或全错的组）、
 # token 级损失和超长奖励整形：Qwen2.5-32B 在 AIME 2024 上达到 50 分，朴素 GRPO 只有 30 分（表 1）。本笔记逐项推导、
-# 从零实现，与课程的 `shared.policy_losses`（已对照 `trl` 1.16.0 测试）核对，并用它们训练一个小策略。
+# 从零实现，与课程的 `shared.policy_losses`（已对照 `trl` 1.16.0 测试）核对，并用它们训练一个小策略。在这个玩具任务上
+# （2 个随机种子）四种变体都能学会；KL 项对 GRPO 的拖慢最明显，DAPO 最终准确率最高但采样量是 3 倍，而 Dr. GRPO
+# 所说的长度偏差在这个规模上看不出来。
 
 # %% [markdown]
 # ## Setup
@@ -104,17 +108,17 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from shared import policy_losses as shared_pl
-from shared.utils import assert_close, pick_device, seed_everything
+from shared.utils import assert_close, error_bound, pick_device, seed_everything
 
 seed_everything(0)
 device = pick_device()  # every reading runs on CPU; a GPU only makes it faster
 torch.set_num_threads(1)  # the tensors here are tiny: one thread is fastest, and steady on a busy machine
+# float64 everywhere: training draws ~280k answers, and in float32 the last-bit differences between CPUs'
+# kernels (AVX2 vs AVX-512) flip a few of them and change the printed curves. float64 shrinks those differences
+# far below what can flip a sample, at about 1.4x the training time.
+torch.set_default_dtype(torch.float64)
 print("torch", torch.__version__)
 
-
-def bound(err: float, floor: float = 1e-7) -> str:
-    """A measured error as a power-of-ten bound ('< 1e-07'), so the printout is the same on every CPU."""
-    return f"< {max(floor, 10.0 ** math.ceil(math.log10(err))) if err > 0 else floor:.0e}"
 
 # %% [markdown]
 # ## The problem
@@ -457,17 +461,18 @@ lens = torch.arange(10, 26)
 errors["overlong vs trl"] = assert_close(
     overlong_penalty(lens.float(), 20, 4).double(),
     torch.tensor(trl_penalty([[0] * int(n) for n in lens])), atol=1e-12)
-ratio = torch.exp(old_logps - logps)
+ratio = torch.exp(logps - old_logps)  # rho = pi_theta / pi_old
 print(f"ratios clipped below 0.8: {(ratio[mask.bool()] < 0.8).sum().item()}, above 1.28: "
       f"{(ratio[mask.bool()] > 1.28).sum().item()} of {mask.sum().item()} tokens")
-print(f"{len(errors)} comparisons, largest error {bound(max(errors.values()))}")
+print(f"{len(errors)} comparisons, largest error {error_bound(max(errors.values()), 1e-7)}")
 
 # %% [markdown]
 # ## Reproduction
 #
 # **Task (verifiable, rule-based reward).** The prompt is a target $s \in \{5, \dots, 30\}$; the policy writes
 # digits 1-9 and an end token, at most $L_{\max} = 10$ tokens; reward 1 if it stopped and its digits sum to $s$,
-# else 0. Length is free (12 = "93" or "3333"), so the length biases of derivation 4 have room to act.
+# else 0. Length is free (12 = "93" or "3333"), so the length biases of derivation 4 could act (whether they do
+# is read after the results).
 #
 # **Policy.** A 7k-parameter autoregressive policy: the prompt is the target written as two digit tokens (tens,
 # units); the state before token $t$ is the sum of the embeddings of the two prompt tokens, of position $t$ and of
@@ -606,6 +611,12 @@ for name, c in curves.items():
     generated = sum(r["generated"] for r in runs[name]) / len(SEEDS)
     print(f"{name:20s} {c[0, 0]:6.2f} {c[5, 0]:7.2f} {c[10, 0]:8.2f} {c[-3:, 0].mean():8.2f} | "
           f"{during[1]:9.2f} {during[2]:9.2f} {during[3]:8.3f} | {generated:7.0f}")
+print("per seed (0 / 1):")
+for name, rs in runs.items():
+    per_seed = [torch.tensor(r["eval"]) for r in rs]  # (16 evals, 4) each
+    acc, d = [c[-3:, 0].mean() for c in per_seed], [c[1:].nanmean(0) for c in per_seed]
+    print(f"  {name:20s} acc@150 {acc[0]:.2f} / {acc[1]:.2f} | wrong len {d[0][1]:.2f} / {d[1][1]:.2f} | "
+          f"right len {d[0][2]:.2f} / {d[1][2]:.2f} | no stop {d[0][3]:.3f} / {d[1][3]:.3f}")
 print("policy parameters:", sum(p.numel() for p in BagOfTokensPolicy().parameters()))
 zero = {name: torch.tensor([r["zero_adv"] for r in rs]).mean(0) for name, rs in runs.items()}  # (150,)
 print("share of sampled groups with all-equal rewards, steps 0-9 -> 140-149:")
@@ -633,24 +644,47 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Reading the results.** All four variants learn the task, from 1% of answers right to 69-96% in 150 steps,
-# with a group-mean baseline and no value model. The papers' trends show up at toy scale:
+# **Reading the results.** `acc@150` is the mean of the evaluations at steps 130, 140 and 150; lengths and the
+# no-stop share are averaged over the evaluations at steps 10-150. All four variants learn the task with a
+# group-mean baseline and no value model, from 1% of answers right to 59-94% (69-94% at step 150 alone). Which
+# of the papers' trends show up at this scale, and which do not:
 #
-# - **Length bias (Dr. GRPO §3.1-3.2, Figures 1 right and 5).** Over training, GRPO's wrong answers are the longest
-#   (5.4 tokens on average, against 4.5 for Dr. GRPO) and GRPO keeps the most answers that never stop (7% of
-#   samples, against 1%); its right answers are the shortest of the three non-DAPO runs (3.6 against 4.3). Both
-#   directions are the ones §3.1 predicts from the $1/|o_i|$ weight: "favor brevity in correct answers" and
-#   "prefer lengthier responses among incorrect ones". The $\beta = 0$ control sits in between: here part of
-#   GRPO's length, and of its slower learning, comes from the KL pull towards the long-winded initial policy.
-# - **Groups without signal (DAPO §3.2, Figure 3b).** At first 82-84% of the groups are all wrong; the share drops
-#   as the policy starts to solve targets, then climbs back as groups become all right (right panel): by step
-#   150, 88% of the sampled groups of GRPO ($\beta = 0$) and Dr. GRPO give zero advantage. DAPO's filter trains
-#   only on the informative groups, which makes it the fastest per step, at the price of generating 3 times
-#   more samples (the `samples` column); DAPO reports the same trade (§4.2, Figure 6).
-# - **Overlong shaping** pushes DAPO's answers to be the shortest of all, right and wrong.
+# - **The KL term is the largest effect here.** GRPO with DeepSeekMath's $\beta = 0.04$ is the slowest (0.59,
+#   against 0.82 for the same loss with $\beta = 0$; 0.63 / 0.55 against 0.81 / 0.84 per seed), its wrong answers
+#   stay the longest (5.32 tokens against 4.17) and 4.9% of its answers never stop (against 1.0%): the k3 term
+#   pulls the policy back towards the initial one, whose answers are long (6.0 tokens at step 0, middle panel).
+#   Dr. GRPO and DAPO both drop this term (Misconceptions below), so comparing them with this run mixes the KL
+#   with what the papers change.
+# - **Length bias (Dr. GRPO §3.1-3.2, Figures 1 right and 5): not visible in this toy.** The clean comparison is
+#   GRPO with $\beta = 0$ against Dr. GRPO: they differ only by the $1/|o_i|$ normaliser and the std. Their wrong
+#   answers have the same length (4.17 against 4.20 tokens, and within 0.03 in each seed), and GRPO's right answers
+#   are longer, not shorter (3.67 against 3.48, and the seeds disagree: 3.34 / 4.00 against 3.49 / 3.47), so
+#   neither "favor brevity in correct answers" nor "prefer lengthier responses among incorrect ones" (§3.1) shows
+#   up. Only the no-stop share leans the predicted way (1.0% against 0.6%, in both seeds), by about 25 answers
+#   out of 6,240 per seed: too few to call. Right-answer lengths are also confounded with accuracy: they depend on
+#   which targets get solved (30 needs at least 4 digits, 5 needs one), and the slowest variant, GRPO with the KL
+#   term, has the shortest (3.20). Dropping the std, the other half of Dr. GRPO's change, leaves accuracy the
+#   same too (0.84 against 0.82). Answers of 1-10 tokens over 150 steps give the $1/|o_i|$ weight little to act
+#   on; the paper sees the bias as LLM responses, incorrect ones above all, growing longer over an RL run
+#   (Figure 1 right).
+# - **Groups without signal (DAPO §3.2, Figure 3b).** At first 83-88% of the sampled groups are all wrong; the share
+#   drops to about half as the policy starts to solve targets, then climbs back as groups become all right (right
+#   panel): over steps 140-149, 91% of the groups of GRPO ($\beta = 0$), 87% of Dr. GRPO's and 97% of DAPO's
+#   give zero advantage (GRPO with the KL term, still learning, is at 42%). DAPO's filter trains only on the
+#   informative groups: it leads from step 70 on and ends highest in both seeds (0.94), but it generates 3 times
+#   more samples (the `samples` column): after the same 19,200 samples (its step 50) it is at 0.26, behind every
+#   other variant at step 150. DAPO reports the same trade, fewer steps for more sampling (§4.2, Figure 6). Near
+#   the end 97% of its 48 sampled groups are all-equal, so only 1-2 informative groups are left per step instead of
+#   the 16 a batch holds: this notebook over-samples once, while DAPO keeps sampling "until the batch is fully
+#   filled", which would cost still more samples.
+# - **DAPO's lengths.** Its wrong answers are the shortest (3.57) and none fails to stop (0.000 in both seeds), in
+#   line with the overlong penalty on lengths 7-10; its right answers are not the shortest (3.51, against 3.20 for
+#   GRPO). DAPO changes four things at once and has no KL term, so the toy cannot credit the shaping alone.
 #
-# Two seeds on a toy task: differences of a few points between runs are noise; the ordering of the lengths and
-# the rise of the no-signal share are what the papers describe.
+# Two seeds on a toy task: differences of a few points are noise (Dr. GRPO's two seeds end 0.12 apart). What holds
+# in both seeds: every variant learns; $\beta = 0.04$ slows GRPO and keeps long, unfinished answers; the no-signal
+# share falls, then rises; DAPO ends highest at 3 times the samples. What does not show: Dr. GRPO's length bias
+# between GRPO ($\beta = 0$) and Dr. GRPO.
 
 # %% [markdown]
 # ## Misconceptions
