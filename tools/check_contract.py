@@ -26,12 +26,12 @@ from tools.course import (  # noqa: E402
     PART_LETTER,
     PARTS,
     READING_ID,
-    ROOT,
     RUNTIME_LINE,
     SECTIONS,
     TEMPLATE,
     colab_url,
     notebooks,
+    shown,
 )
 
 ARXIV_ID = re.compile(r"^\d{4}\.\d{4,5}$")
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for path in paths:
         problems = check(path)
-        rel = path.resolve().relative_to(ROOT) if path.resolve().is_relative_to(ROOT) else path
+        rel = shown(path)
         if problems:
             failed += 1
             print(f"FAIL {rel}")

@@ -15,15 +15,14 @@ import difflib
 import sys
 from pathlib import Path
 
-import jupytext
 import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tools.course import ROOT, TEMPLATE, mirror_of, notebooks  # noqa: E402
+from tools.course import TEMPLATE, mirror_of, mirror_text, notebooks, shown  # noqa: E402
 
 
 def expected_mirror(nb_path: Path) -> str:
-    return jupytext.writes(nbformat.read(nb_path, as_version=4), fmt="py:percent")
+    return mirror_text(nbformat.read(nb_path, as_version=4))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         mirror = mirror_of(nb_path)
         want = expected_mirror(nb_path)
         have = mirror.read_text(encoding="utf-8") if mirror.exists() else None
-        rel = mirror.resolve().relative_to(ROOT) if mirror.resolve().is_relative_to(ROOT) else mirror
+        rel = shown(mirror)
         if have == want:
             continue
         if args.write:

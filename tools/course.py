@@ -7,6 +7,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+import jupytext
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,6 +71,20 @@ def notebooks() -> list[Path]:
 def mirror_of(nb_path: Path) -> Path:
     """The py:percent mirror that sits beside a notebook."""
     return nb_path.with_suffix(".py")
+
+
+MIRROR_FORMAT = "py:percent"
+
+
+def mirror_text(nb: nbformat.NotebookNode) -> str:
+    """The text of a notebook's mirror: the one place that says how a mirror is generated."""
+    return jupytext.writes(nb, fmt=MIRROR_FORMAT)
+
+
+def shown(path: Path) -> Path:
+    """``path`` relative to the repository when it lies inside it (for messages), else as given."""
+    resolved = path.resolve()
+    return resolved.relative_to(ROOT) if resolved.is_relative_to(ROOT) else path
 
 
 def read(nb_path: Path) -> nbformat.NotebookNode:

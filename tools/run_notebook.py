@@ -28,7 +28,7 @@ from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tools import catalogue  # noqa: E402
-from tools.course import RUNTIME_LINE, mirror_of  # noqa: E402
+from tools.course import MIRROR_FORMAT, RUNTIME_LINE, mirror_of, mirror_text  # noqa: E402
 
 PAIRING = {"formats": "ipynb,py:percent", "notebook_metadata_filter": "course"}
 
@@ -47,9 +47,9 @@ def load_pair(path: Path) -> tuple[Path, nbformat.NotebookNode]:
     if py_path.exists():
         text = py_path.read_text(encoding="utf-8")
         if nb is None:
-            nb = jupytext.reads(text, fmt="py:percent")
-        elif text != jupytext.writes(nb, fmt="py:percent"):
-            nb = combine_inputs_with_outputs(jupytext.reads(text, fmt="py:percent"), nb, fmt="py:percent")
+            nb = jupytext.reads(text, fmt=MIRROR_FORMAT)
+        elif text != mirror_text(nb):
+            nb = combine_inputs_with_outputs(jupytext.reads(text, fmt=MIRROR_FORMAT), nb, fmt=MIRROR_FORMAT)
     nb.metadata["jupytext"] = dict(PAIRING)
     return nb_path, nb
 
@@ -83,7 +83,7 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 900) -> float:
 def write_pair(nb_path: Path, nb: nbformat.NotebookNode) -> None:
     """Write the notebook and its py:percent mirror (the mirror is always generated, never hand-kept)."""
     nbformat.write(nb, nb_path)
-    mirror_of(nb_path).write_text(jupytext.writes(nb, fmt="py:percent"), encoding="utf-8")
+    mirror_of(nb_path).write_text(mirror_text(nb), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
