@@ -11,7 +11,7 @@ import nbformat
 import pytest
 
 from tools import catalogue, check_contract, check_data, check_mirrors, new_reading, run_notebook
-from tools.course import RUNTIME_LINE, SECTIONS, TEMPLATE, Reading
+from tools.course import HEALTHY_RUN, MEMORY_LINE, RUNTIME_LINE, SECTIONS, TEMPLATE, Reading
 
 
 @pytest.fixture
@@ -93,6 +93,47 @@ def test_runtime_must_match_metadata(reading):
     assert any("run time" in p for p in problems_after(reading, edit))
 
 
+def test_peak_memory_must_match_metadata(reading):
+    def edit(nb):
+        nb.metadata["course"]["peak_memory_mb"] = 12345
+
+    assert any("peak memory" in p for p in problems_after(reading, edit))
+
+
+def test_peak_memory_line_is_required(reading):
+    def edit(nb):
+        nb.cells[0].source = MEMORY_LINE.sub("", nb.cells[0].source)
+
+    assert any("Peak memory" in p for p in problems_after(reading, edit))
+
+
+def test_reproduction_needs_a_healthy_run_cell(reading):
+    def edit(nb):
+        for c in nb.cells:
+            c.source = c.source.replace(HEALTHY_RUN, "### Results")
+
+    assert any("healthy run" in p for p in problems_after(reading, edit))
+
+
+def test_healthy_run_heading_needs_a_code_cell_after_it(reading):
+    def edit(nb):
+        at = next(i for i, c in enumerate(nb.cells) if HEALTHY_RUN in c.source)
+        nb.cells = nb.cells[: at + 1] + [c for c in nb.cells[at + 1 :] if c.cell_type == "markdown"]
+
+    assert any("printing the expected values" in p for p in problems_after(reading, edit))
+
+
+@pytest.mark.parametrize("title", ["Derivations", "Walkthrough"])
+def test_code_cell_without_prose_fails_in_derivations_and_walkthrough(reading, title):
+    def edit(nb):
+        at = next(i for i, c in enumerate(nb.cells) if c.source.startswith(f"## {title}"))
+        code = [nbformat.v4.new_code_cell("x = 1"), nbformat.v4.new_code_cell("y = 2")]
+        nb.cells[at + 1 : at + 1] = code
+
+    found = problems_after(reading, edit)
+    assert any(f"{title}: code cell starting 'y = 2'" in p for p in found), found
+
+
 def test_reference_check_needs_an_assert(reading):
     def edit(nb):
         for c in nb.cells:
@@ -135,6 +176,8 @@ def test_colab_cell_must_be_skipped_by_ci(reading):
         ("papers", [], "non-empty list"),
         ("papers", [{"title": "x", "arxiv": "12.3"}], "not an id like"),
         ("cpu_seconds", 0, "positive number"),
+        ("peak_memory_mb", float("nan"), "positive number"),
+        ("peak_memory_mb", True, "positive number"),
         ("prerequisites", ["foundations"], "list of reading ids"),
     ],
 )
@@ -171,6 +214,29 @@ def test_set_runtime_rewrites_metadata_and_title():
     run_notebook.set_runtime(nb, 41.2)
     assert nb.metadata["course"]["cpu_seconds"] == 42
     assert RUNTIME_LINE.search(nb.cells[0].source).group(1) == "42"
+
+
+def test_set_memory_rewrites_or_adds_the_line():
+    nb = nbformat.read(TEMPLATE, as_version=4)
+    run_notebook.set_memory(nb, 411.2)
+    assert nb.metadata["course"]["peak_memory_mb"] == 412
+    assert MEMORY_LINE.search(nb.cells[0].source).group(1) == "412"
+    nb.cells[0].source = MEMORY_LINE.sub("", nb.cells[0].source)
+    run_notebook.set_memory(nb, 99.0)
+    lines = nb.cells[0].source.splitlines()
+    at = next(i for i, line in enumerate(lines) if RUNTIME_LINE.search(line))
+    assert MEMORY_LINE.search(lines[at + 2]).group(1) == "99"  # a blank line, then the new line
+
+
+def test_execute_measures_time_and_peak_memory(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        nbformat.v4.new_code_cell("big = bytearray(200_000_000); big[::4096] = b'x' * len(big[::4096])")
+    ]
+    seconds, megabytes = run_notebook.execute(nb, tmp_path)
+    assert seconds > 0 and megabytes > 200  # the 200 MB buffer was touched, so it is resident
+    assert len(nb.cells) == 1 and nb.cells[0].execution_count == 1  # the probe cell is gone
 
 
 def test_catalogue_renders_and_detects_staleness(reading, tmp_path, monkeypatch):

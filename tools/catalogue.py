@@ -38,8 +38,8 @@ def render(readings: list[Reading]) -> str:
         lines += [
             f"### {heading}",
             "",
-            "| id | reading | papers | builds on | CPU time | open |",
-            "|---|---|---|---|---|---|",
+            "| id | reading | papers | builds on | CPU time | peak memory | open |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             rel = r.path.relative_to(ROOT).as_posix()
@@ -48,9 +48,10 @@ def render(readings: list[Reading]) -> str:
                 for p in r.prerequisites
             )
             papers = "; ".join(paper_link(p) for p in r.papers)
+            memory = f"{r.peak_memory_mb} MB" if r.peak_memory_mb is not None else "—"
             lines.append(
                 f"| {r.id} | [{r.title}]({rel}) | {papers} | {prereqs or '—'} | {r.cpu_seconds} s "
-                f"| [![Open In Colab]({BADGE})]({colab_url(r.path)}) |"
+                f"| {memory} | [![Open In Colab]({BADGE})]({colab_url(r.path)}) |"
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -4,17 +4,20 @@
     python tools/check_contract.py PATH.ipynb ...  # just these
 
 For each reading it checks: the ``course`` metadata (id, title, part, papers with arXiv ids, prerequisites,
-measured CPU seconds) and that it matches the file's place; the title block (a ``# ID · Title`` heading, an
-"Open in Colab" badge pointing at the notebook's own path, prerequisites, the run time equal to the
-metadata); the eleven sections in order; a Colab-only install cell tagged ``nbval-skip`` and a seed in
-Setup; a markdown cell before each Walkthrough code cell; at least one ``assert`` in the reference check;
-stored outputs from one top-to-bottom run (execution counts 1, 2, 3, ...) with no errors. Exit 1 on any
-problem, listing them all.
+measured CPU seconds and peak memory) and that it matches the file's place; the title block (a ``# ID ·
+Title`` heading, an "Open in Colab" badge pointing at the notebook's own path, prerequisites, the run time
+and peak memory equal to the metadata); the eleven sections in order; a Colab-only install cell tagged
+``nbval-skip`` and a seed in Setup; a markdown cell before each code cell of Derivations and Walkthrough
+(they may interleave, so a derivation sits beside its code); at least one ``assert`` in the reference
+check; a "What a healthy run prints" heading in Reproduction followed by a code cell; stored outputs from
+one top-to-bottom run (execution counts 1, 2, 3, ...) with no errors. Exit 1 on any problem, listing them
+all.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from pathlib import Path
@@ -23,6 +26,9 @@ import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tools.course import (  # noqa: E402
+    HEALTHY_RUN,
+    MEMORY_LINE,
+    METADATA_KEYS,
     PART_LETTER,
     PARTS,
     READING_ID,
@@ -37,12 +43,19 @@ from tools.course import (  # noqa: E402
 ARXIV_ID = re.compile(r"^\d{4}\.\d{4,5}$")
 
 
+def is_measured(value: object) -> bool:
+    """A run time or memory figure as ``make run`` writes it: a finite positive number (not a bool)."""
+    return (
+        isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    )
+
+
 def check_metadata(path: Path, nb: nbformat.NotebookNode, is_template: bool) -> list[str]:
     meta = nb.metadata.get("course")
     if not isinstance(meta, dict):
-        return ["metadata: no 'course' table (id, title, part, papers, prerequisites, cpu_seconds)"]
+        return [f"metadata: no 'course' table ({', '.join(METADATA_KEYS)})"]
     problems = []
-    for key in ("id", "title", "part", "papers", "prerequisites", "cpu_seconds"):
+    for key in METADATA_KEYS:
         if key not in meta:
             problems.append(f"metadata: course.{key} is missing")
     if problems:
@@ -77,9 +90,12 @@ def check_metadata(path: Path, nb: nbformat.NotebookNode, is_template: bool) -> 
     prereqs = meta["prerequisites"]
     if not isinstance(prereqs, list) or not all(isinstance(p, str) and READING_ID.match(p) for p in prereqs):
         problems.append(f"metadata: prerequisites must be a list of reading ids, got {prereqs!r}")
-    secs = meta["cpu_seconds"]
-    if not isinstance(secs, int | float) or isinstance(secs, bool) or secs <= 0:
-        problems.append(f"metadata: cpu_seconds must be a positive number, got {secs!r}")
+    for key in ("cpu_seconds", "peak_memory_mb"):
+        value = meta[key]
+        if not is_measured(value):
+            problems.append(
+                f"metadata: {key} must be a positive number (measured by make run), got {value!r}"
+            )
     return problems
 
 
@@ -102,9 +118,17 @@ def check_title_block(path: Path, nb: nbformat.NotebookNode) -> list[str]:
     m = RUNTIME_LINE.search(src)
     if not m:
         problems.append("title block: no '**CPU run time:** N s' line")
-    elif isinstance(meta.get("cpu_seconds"), int | float) and int(m.group(1)) != round(meta["cpu_seconds"]):
+    elif is_measured(meta.get("cpu_seconds")) and int(m.group(1)) != round(meta["cpu_seconds"]):
         problems.append(
             f"title block: run time {m.group(1)} s differs from metadata cpu_seconds {meta['cpu_seconds']}"
+        )
+    m = MEMORY_LINE.search(src)
+    if not m:
+        problems.append("title block: no '**Peak memory:** N MB' line (make run writes it)")
+    elif is_measured(meta.get("peak_memory_mb")) and int(m.group(1)) != round(meta["peak_memory_mb"]):
+        problems.append(
+            f"title block: peak memory {m.group(1)} MB differs from metadata peak_memory_mb "
+            f"{meta['peak_memory_mb']}"
         )
     return problems
 
@@ -145,11 +169,20 @@ def check_sections(nb: nbformat.NotebookNode, is_template: bool) -> list[str]:
         c.cell_type == "code" and re.search(r"seed_everything\(|manual_seed\(", c.source) for c in setup
     ):
         problems.append("Setup: no fixed seed (seed_everything(...) or torch.manual_seed(...))")
-    walk = cells["Walkthrough"]
-    for prev, cell in zip(walk, walk[1:], strict=False):
-        if cell.cell_type == "code" and prev.cell_type == "code":
-            first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
-            problems.append(f"Walkthrough: code cell starting {first[:60]!r} has no markdown cell before it")
+    # Derivations and Walkthrough may interleave (a derivation sits beside its code): in both, every code
+    # cell follows a markdown cell that says what it does.
+    for title in ("Derivations", "Walkthrough"):
+        body = cells[title]
+        for prev, cell in zip(body, body[1:], strict=False):
+            if cell.cell_type == "code" and prev.cell_type == "code":
+                first = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+                problems.append(f"{title}: code cell starting {first[:60]!r} has no markdown cell before it")
+    repro = cells["Reproduction"]
+    at = next((i for i, c in enumerate(repro) if c.cell_type == "markdown" and HEALTHY_RUN in c.source), None)
+    if at is None:
+        problems.append(f"Reproduction: no markdown cell with the heading '{HEALTHY_RUN}'")
+    elif not any(c.cell_type == "code" and c.source.strip() for c in repro[at + 1 :]):
+        problems.append(f"Reproduction: no code cell after '{HEALTHY_RUN}' printing the expected values")
     if not any(
         c.cell_type == "code" and re.search(r"^\s*assert\b|assert_close\(", c.source, re.M)
         for c in cells["Check against a reference"]

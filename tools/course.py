@@ -41,6 +41,11 @@ SECTIONS = [
 
 READING_ID = re.compile(r"^[FVLR]\d{1,2}$")
 RUNTIME_LINE = re.compile(r"\*\*CPU run time:\*\* (\d+) s")
+MEMORY_LINE = re.compile(r"\*\*Peak memory:\*\* (\d+) MB")
+# The heading of the Reproduction cell that tells readers what a healthy run prints.
+HEALTHY_RUN = "### What a healthy run prints"
+# The metadata every reading carries (``course`` table); ``make run`` measures the last two.
+METADATA_KEYS = ("id", "title", "part", "papers", "prerequisites", "cpu_seconds", "peak_memory_mb")
 
 
 def settings() -> dict:
@@ -102,15 +107,14 @@ class Reading:
     papers: list[dict]
     prerequisites: list[str]
     cpu_seconds: float
+    peak_memory_mb: float | None  # None until `make run` has measured it (the contract check requires it)
 
     @classmethod
     def from_notebook(cls, path: Path, nb: nbformat.NotebookNode | None = None) -> Reading:
         meta = (nb if nb is not None else read(path)).metadata.get("course")
         if not isinstance(meta, dict):
             raise ValueError(f"{path}: notebook metadata has no 'course' table")
-        missing = [
-            k for k in ("id", "title", "part", "papers", "prerequisites", "cpu_seconds") if k not in meta
-        ]
+        missing = [k for k in METADATA_KEYS if k not in meta and k != "peak_memory_mb"]
         if missing:
             raise ValueError(f"{path}: course metadata lacks {', '.join(missing)}")
         return cls(
@@ -121,4 +125,5 @@ class Reading:
             papers=list(meta["papers"]),
             prerequisites=list(meta["prerequisites"]),
             cpu_seconds=meta["cpu_seconds"],
+            peak_memory_mb=meta.get("peak_memory_mb"),
         )

@@ -7,7 +7,8 @@ What it does, in order:
    reading can be written as its py:percent mirror (outputs are recomputed anyway).
 2. Executes every cell in a fresh kernel in the notebook's folder, with ``HF_HUB_OFFLINE=1``.
 3. Writes the wall-clock run time into the metadata (``course.cpu_seconds``) and into the title block's
-   ``**CPU run time:** N s`` line, so both say what was measured.
+   ``**CPU run time:** N s`` line, and the kernel's peak resident memory (``course.peak_memory_mb``) into
+   the ``**Peak memory:** N MB`` line, so both say what was measured.
 4. Writes the ``.ipynb`` with its outputs and regenerates the ``.py`` mirror and the README catalogue.
 
 ``make run NB=...`` calls this. Measure on an idle machine: the number is what readers are promised.
@@ -16,6 +17,7 @@ What it does, in order:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -28,7 +30,7 @@ from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tools import catalogue  # noqa: E402
-from tools.course import MIRROR_FORMAT, RUNTIME_LINE, mirror_of, mirror_text  # noqa: E402
+from tools.course import MEMORY_LINE, MIRROR_FORMAT, RUNTIME_LINE, mirror_of, mirror_text  # noqa: E402
 
 PAIRING = {"formats": "ipynb,py:percent", "notebook_metadata_filter": "course"}
 
@@ -63,10 +65,42 @@ def set_runtime(nb: nbformat.NotebookNode, seconds: float) -> None:
         first.source = RUNTIME_LINE.sub(f"**CPU run time:** {rounded} s", first.source)
 
 
-def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 900) -> float:
-    """Run every cell in a fresh ``python3`` kernel; return the wall-clock seconds it took."""
+def set_memory(nb: nbformat.NotebookNode, megabytes: float) -> None:
+    """Record the peak memory (rounded up to a whole MB) in the metadata and the title block.
+
+    The title block gets a ``**Peak memory:** N MB`` line; when it has none yet, one is added after the
+    run-time line.
+    """
+    rounded = max(1, int(megabytes + 0.999))
+    nb.metadata.setdefault("course", {})["peak_memory_mb"] = rounded
+    first = nb.cells[0]
+    if first.cell_type != "markdown":
+        return
+    line = f"**Peak memory:** {rounded} MB"
+    if MEMORY_LINE.search(first.source):
+        first.source = MEMORY_LINE.sub(line, first.source)
+    else:
+        lines = first.source.splitlines()
+        at = next((i for i, text in enumerate(lines) if RUNTIME_LINE.search(text)), len(lines) - 1)
+        first.source = "\n".join([*lines[: at + 1], "", line, *lines[at + 1 :]])
+
+
+# Run in the kernel after the last cell: its peak resident set size (Linux reports KiB) in MB.
+PEAK_MEMORY_PROBE = (
+    "import json, resource; print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))"
+)
+
+
+def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 900) -> tuple[float, float]:
+    """Run every cell in a fresh ``python3`` kernel; return (wall-clock seconds, peak memory in MB).
+
+    The peak memory is the kernel process's maximum resident set size, read by one extra cell that is
+    run after the notebook's own cells and then removed.
+    """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    probe = nbformat.v4.new_code_cell(PEAK_MEMORY_PROBE)
+    nb.cells.append(probe)
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -76,8 +110,14 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 900) -> float:
         store_widget_state=False,
     )
     start = time.perf_counter()
-    client.execute()
-    return time.perf_counter() - start
+    try:
+        client.execute()
+    finally:
+        nb.cells.remove(probe)
+    seconds = time.perf_counter() - start
+    streams = [o for o in probe.outputs if o.get("output_type") == "stream" and o.get("name") == "stdout"]
+    kib = json.loads(streams[-1]["text"].strip().splitlines()[-1])
+    return seconds, kib * 1024 / 1e6
 
 
 def write_pair(nb_path: Path, nb: nbformat.NotebookNode) -> None:
@@ -91,15 +131,18 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("paths", nargs="+", type=Path, help="notebooks (.ipynb) or their mirrors (.py)")
-    parser.add_argument("--keep-time", action="store_true", help="execute but keep the recorded run time")
+    parser.add_argument(
+        "--keep-time", action="store_true", help="execute but keep the recorded run time and memory"
+    )
     args = parser.parse_args(argv)
     for path in args.paths:
         nb_path, nb = load_pair(path.resolve())
-        seconds = execute(nb, nb_path.parent)
+        seconds, megabytes = execute(nb, nb_path.parent)
         if not args.keep_time:
             set_runtime(nb, seconds)
+            set_memory(nb, megabytes)
         write_pair(nb_path, nb)
-        print(f"{nb_path.name}: executed in {seconds:.1f} s")
+        print(f"{nb_path.name}: executed in {seconds:.1f} s, peak memory {megabytes:.0f} MB")
     catalogue.main([])
     return 0
 
