@@ -23,7 +23,15 @@ import torch
 from torch import nn
 
 from shared.rope import apply_rope
-from shared.utils import check_tensor
+from shared.utils import (
+    InputTypeError,
+    check_bool,
+    check_int,
+    check_module_input,
+    check_number,
+    check_same_device,
+    check_tensor,
+)
 
 __all__ = [
     "scaled_dot_product_attention",
@@ -38,19 +46,11 @@ __all__ = [
 ]
 
 
-def _check_int(name: str, value: object, minimum: int | None = None) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"{name} must be an int, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
 def _check_mask(mask: torch.Tensor, target: tuple[int, int, int, int]) -> None:
     """Raise unless ``mask`` is bool/float, 2D or 4D, and broadcasts to ``target`` (batch, heads, q, kv)."""
     check_tensor("mask", mask, ndim=(2, 4))
     if not (mask.dtype == torch.bool or mask.is_floating_point()):
-        raise ValueError(
+        raise InputTypeError(
             f"mask must be bool (True = attend) or floating point (added to the scores), got {mask.dtype}; "
             "turn a 0/1 padding mask into bool with `.bool()` and combine it with `with_padding`"
         )
@@ -58,6 +58,16 @@ def _check_mask(mask: torch.Tensor, target: tuple[int, int, int, int]) -> None:
     if any(s not in (1, t) for s, t in zip(shape, target, strict=True)):
         raise ValueError(
             f"mask of shape {tuple(mask.shape)} does not broadcast to (batch, heads, q_len, kv_len) = {target}"
+        )
+    if mask.is_floating_point():
+        _check_additive(mask)
+
+
+def _check_additive(mask: torch.Tensor) -> None:
+    """An additive mask may hold any finite number or -inf (blocked); NaN and +inf would poison the row."""
+    if bool((mask.isnan() | (mask == math.inf)).any()):
+        raise ValueError(
+            "an additive (float) mask must not hold NaN or +inf; block a key with -inf or finfo.min"
         )
 
 
@@ -69,7 +79,7 @@ def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
     With ``n_rep == 1`` it returns ``x`` itself.
     """
     check_tensor("x", x, ndim=4)
-    _check_int("n_rep", n_rep, minimum=1)
+    check_int("n_rep", n_rep, minimum=1)
     if n_rep == 1:
         return x
     batch, kv_heads, seq, head_dim = x.shape
@@ -121,7 +131,12 @@ def scaled_dot_product_attention(
     Returns ``(batch, heads, q_len, v_dim)`` in ``q``'s dtype (and the weights, also in ``q``'s dtype).
 
     The order of operations is ``transformers``' ``eager_attention_forward``: scores in ``q``'s dtype, mask
-    added, softmax in float32, cast back, times ``v``.
+    added, softmax in float32 (float64 for float64 inputs, which ``transformers`` would downcast), cast back,
+    times ``v``.
+
+    Refused (``ValueError``): NaN or ±inf in ``q``/``k``/``v`` (a NaN value at a blocked key would still reach
+    the output, as 0 * NaN = NaN), NaN or ``+inf`` in a float mask (``-inf`` blocks), empty dimensions, tensors
+    on different devices or on ``meta``; a mask that does not broadcast to the scores.
 
     Fully masked rows (a query that may attend to no key): with a bool mask, or a float mask of ``-inf``,
     the softmax would be ``0/0 = NaN``; here such rows get weights 0 and output 0, as PyTorch's
@@ -129,11 +144,12 @@ def scaled_dot_product_attention(
     instead of ``-inf``: a fully blocked row then stays finite and becomes the *uniform* average of all
     values. Both are harmless because such rows (left padding) are never read, but they differ.
     """
-    check_tensor("q", q, ndim=4, dtype_kind="float")
-    check_tensor("k", k, ndim=4, dtype_kind="float")
-    check_tensor("v", v, ndim=4, dtype_kind="float")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, t, ndim=4, dtype_kind="float", nonempty=True, finite=True)
+    check_same_device(q=q, k=k, v=v, mask=mask)
     if not q.dtype == k.dtype == v.dtype:
-        raise ValueError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+        raise InputTypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    check_bool("return_weights", return_weights)
     batch, n_heads, q_len, head_dim = q.shape
     if k.shape[0] != batch or v.shape[0] != batch:
         raise ValueError(f"batch sizes differ: q {batch}, k {k.shape[0]}, v {v.shape[0]}")
@@ -144,12 +160,12 @@ def scaled_dot_product_attention(
             f"k and v must have the same (kv_heads, kv_len), got {tuple(k.shape)} and {tuple(v.shape)}"
         )
     n_kv_heads, kv_len = k.shape[1], k.shape[2]
-    if n_kv_heads == 0 or n_heads % n_kv_heads:
+    if n_heads % n_kv_heads:
         raise ValueError(f"q's heads ({n_heads}) must be a multiple of k/v's heads ({n_kv_heads})")
     if scale is None:
         scale = 1.0 / math.sqrt(head_dim)
-    elif isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (0 < scale < math.inf):
-        raise ValueError(f"scale must be a positive finite number, got {scale!r}")
+    else:
+        check_number("scale", scale, gt=0)
     if mask is not None:
         _check_mask(mask, (batch, n_heads, q_len, kv_len))
 
@@ -160,7 +176,8 @@ def scaled_dot_product_attention(
         scores = scores.masked_fill(~mask, float("-inf"))
     elif mask is not None:
         scores = scores + mask
-    weights = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    # float32 at least (bf16/fp16 are upcast, as transformers does); float64 stays float64
+    weights = torch.softmax(scores, dim=-1, dtype=torch.promote_types(q.dtype, torch.float32))
     no_key = (scores == float("-inf")).all(dim=-1, keepdim=True)  # rows where every key is blocked
     weights = weights.masked_fill(no_key, 0.0).to(q.dtype)
     out = torch.matmul(weights, v)  # (batch, heads, q_len, v_dim)
@@ -169,14 +186,14 @@ def scaled_dot_product_attention(
 
 def _positions(q_len: int, kv_len: int | None, offset: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Absolute positions of the queries ``(q_len,)`` and keys ``(kv_len,)`` (see the module docstring)."""
-    _check_int("q_len", q_len, minimum=1)
+    check_int("q_len", q_len, minimum=1)
     if offset is not None:
-        _check_int("offset", offset)
+        check_int("offset", offset)
     if kv_len is None:
         kv_len = q_len + (offset or 0)
         if kv_len < 1:
             raise ValueError(f"q_len + offset must be >= 1 when kv_len is not given, got {kv_len}")
-    _check_int("kv_len", kv_len, minimum=1)
+    check_int("kv_len", kv_len, minimum=1)
     if offset is None:
         offset = kv_len - q_len
     return torch.arange(q_len) + offset, torch.arange(kv_len)
@@ -206,7 +223,7 @@ def sliding_window_mask(
     ``kv_len`` and ``offset`` as in :func:`causal_mask`. With ``transformers``' sliding-window cache
     (keys ``kv_offset ..``), pass ``offset = q_offset - kv_offset``.
     """
-    _check_int("window", window, minimum=1)
+    check_int("window", window, minimum=1)
     q_pos, kv_pos = _positions(q_len, kv_len, offset)
     return (kv_pos[None, :] <= q_pos[:, None]) & (kv_pos[None, :] > q_pos[:, None] - window)
 
@@ -242,10 +259,10 @@ def with_padding(mask: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor
     and a causal mask their rows may be fully masked (see :func:`scaled_dot_product_attention`).
     """
     check_tensor("mask", mask, ndim=(2, 4), dtype_kind="bool")
-    check_tensor("padding_mask", padding_mask, ndim=2)
+    check_tensor("padding_mask", padding_mask, ndim=2, nonempty=True)
     if padding_mask.dtype != torch.bool:
         if padding_mask.is_floating_point() or padding_mask.is_complex():
-            raise ValueError(f"padding_mask must be bool or 0/1 integers, got {padding_mask.dtype}")
+            raise InputTypeError(f"padding_mask must be bool or 0/1 integers, got {padding_mask.dtype}")
         if ((padding_mask != 0) & (padding_mask != 1)).any():
             raise ValueError("padding_mask integers must be 0 (padding) or 1 (token)")
         padding_mask = padding_mask.bool()
@@ -268,7 +285,7 @@ def bool_to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
     """
     check_tensor("mask", mask, dtype_kind="bool")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+        raise InputTypeError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=mask.device)
     return torch.where(mask, torch.zeros((), dtype=dtype, device=mask.device), blocked)
 
@@ -276,10 +293,12 @@ def bool_to_additive(mask: torch.Tensor, dtype: torch.dtype = torch.float32) -> 
 def additive_to_bool(mask: torch.Tensor) -> torch.Tensor:
     """Additive float mask to bool: ``True`` (attend) where the value is above ``finfo(dtype).min``.
 
-    ``-inf``, ``finfo.min`` and NaN count as blocked; every other value (``0``, or a finite bias such as
-    ALiBi's) counts as attend, so the biases themselves are lost. Inverse of :func:`bool_to_additive`.
+    ``-inf`` and ``finfo.min`` count as blocked; every other value (``0``, or a finite bias such as
+    ALiBi's) counts as attend, so the biases themselves are lost. NaN and ``+inf`` are refused
+    (``ValueError``), as :func:`scaled_dot_product_attention` refuses them. Inverse of :func:`bool_to_additive`.
     """
     check_tensor("mask", mask, dtype_kind="float")
+    _check_additive(mask)
     return mask > torch.finfo(mask.dtype).min
 
 
@@ -303,9 +322,11 @@ class Attention(nn.Module):
         out_bias: bool = False,
     ) -> None:
         super().__init__()
-        _check_int("hidden", hidden, minimum=1)
-        _check_int("n_heads", n_heads, minimum=1)
-        n_kv_heads = n_heads if n_kv_heads is None else _check_int("n_kv_heads", n_kv_heads, minimum=1)
+        check_int("hidden", hidden, minimum=1)
+        check_int("n_heads", n_heads, minimum=1)
+        check_bool("qkv_bias", qkv_bias)
+        check_bool("out_bias", out_bias)
+        n_kv_heads = n_heads if n_kv_heads is None else check_int("n_kv_heads", n_kv_heads, minimum=1)
         if n_heads % n_kv_heads:
             raise ValueError(f"n_heads ({n_heads}) must be a multiple of n_kv_heads ({n_kv_heads})")
         if head_dim is None:
@@ -314,7 +335,7 @@ class Attention(nn.Module):
                     f"hidden ({hidden}) must be divisible by n_heads ({n_heads}), or pass head_dim"
                 )
             head_dim = hidden // n_heads
-        _check_int("head_dim", head_dim, minimum=1)
+        check_int("head_dim", head_dim, minimum=1)
         self.hidden, self.n_heads, self.n_kv_heads, self.head_dim = hidden, n_heads, n_kv_heads, head_dim
         self.scale = head_dim**-0.5
         self.q_proj = nn.Linear(hidden, n_heads * head_dim, bias=qkv_bias)
@@ -337,9 +358,11 @@ class Attention(nn.Module):
         :func:`causal_mask` for a decoder). ``cos``/``sin`` (RoPE, rotate-half layout) are ``(seq, head_dim)``
         or ``(batch, seq, head_dim)`` as ``LlamaRotaryEmbedding`` returns; they rotate q and k.
         """
-        check_tensor("x", x, ndim=3, dtype_kind="float")
+        check_tensor("x", x, ndim=3, dtype_kind="float", nonempty=True, finite=True)
         if x.shape[-1] != self.hidden:
             raise ValueError(f"x's last dim {x.shape[-1]} must equal hidden={self.hidden}")
+        check_module_input(self, x)
+        check_bool("return_weights", return_weights)
         if (cos is None) != (sin is None):
             raise ValueError("pass both cos and sin, or neither")
         batch, seq, _ = x.shape
@@ -348,6 +371,7 @@ class Attention(nn.Module):
         v = self.v_proj(x).view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)  # (b, kv, s, d)
         if cos is not None and sin is not None:
             check_tensor("cos", cos, ndim=(2, 3))
+            check_tensor("sin", sin, ndim=(2, 3))
             if cos.ndim == 3:  # (batch, seq, d) -> (batch, 1, seq, d), shared by all heads
                 cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)

@@ -37,7 +37,14 @@ from collections.abc import Sequence
 import torch
 
 from shared.rope import rope_cos_sin, rope_inv_freq
-from shared.utils import check_tensor
+from shared.utils import (
+    InputTypeError,
+    check_choice,
+    check_int,
+    check_number,
+    check_same_device,
+    check_tensor,
+)
 
 __all__ = [
     "TEXT",
@@ -55,17 +62,13 @@ __all__ = [
 TEXT, IMAGE, VIDEO = 0, 1, 2
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def mm_token_types(input_ids: torch.Tensor, image_token_id: int, video_token_id: int) -> torch.Tensor:
     """Token types ``(batch, seq)`` int64: ``IMAGE`` where ``input_ids == image_token_id``, ``VIDEO`` where
     ``input_ids == video_token_id``, ``TEXT`` elsewhere (what a Qwen2-VL processor returns as
     ``mm_token_type_ids``)."""
-    check_tensor("input_ids", input_ids, ndim=2, dtype_kind="int")
+    check_tensor("input_ids", input_ids, ndim=2, dtype_kind="int", nonempty=True)
+    check_int("image_token_id", image_token_id, minimum=0)
+    check_int("video_token_id", video_token_id, minimum=0)
     if image_token_id == video_token_id:
         raise ValueError(f"image_token_id and video_token_id must differ, both are {image_token_id}")
     types = torch.full_like(input_ids, TEXT, dtype=torch.long)
@@ -97,7 +100,24 @@ def _temporal_ids(t: int, second_per_grid: float | None, tokens_per_second: floa
     if tokens_per_second is None or second_per_grid is None:
         return torch.arange(t)
     interval = torch.tensor(second_per_grid, dtype=torch.float32) * tokens_per_second  # ids per patch
-    return torch.floor(torch.arange(t, dtype=torch.float32) * interval).long()
+    ids = torch.floor(torch.arange(t, dtype=torch.float32) * interval)
+    if not bool(ids[-1] < 2**62):  # float32 overflow (inf) or a float too large for int64 would wrap
+        raise ValueError(
+            f"temporal ids overflow: {t} patches x {second_per_grid} s x {tokens_per_second} tokens/s"
+        )
+    return ids.long()
+
+
+def _seconds_per_grid(values: object) -> list[float]:
+    """``second_per_grid_ts`` (a tensor or a sequence of numbers) as a list of floats."""
+    if isinstance(values, torch.Tensor):
+        check_tensor("second_per_grid_ts", values)
+        if values.dtype == torch.bool or values.is_complex():
+            raise InputTypeError(f"second_per_grid_ts must hold real numbers, got {values.dtype}")
+        return [float(s) for s in values.detach().cpu().double().reshape(-1)]
+    if not isinstance(values, Sequence) or isinstance(values, str):
+        raise InputTypeError(f"second_per_grid_ts must be a tensor or a sequence of numbers, got {values!r}")
+    return [check_number("second_per_grid_ts entries", s) for s in values]
 
 
 def _vision_block_ids(start: int, grid: list[int], merge: int, temporal: torch.Tensor) -> torch.Tensor:
@@ -133,19 +153,32 @@ def mrope_position_ids(
         second_per_grid_ts: ``(n_videos,)`` seconds covered by one temporal patch of each video
             (``temporal_patch_size / fps``); only with ``tokens_per_second``; defaults to 1.0 per video.
 
+    The tensors must share one device (any); the ids are built on the CPU and returned on that device.
+
     Returns:
         ``position_ids`` ``(3, batch, seq)`` int64 (rows: temporal, height, width), and ``rope_deltas``
         ``(batch, 1)`` int64 = largest id + 1 - number of real tokens, the offset that decoding adds to the
         plain token index of each new (text) token, as ``transformers``' ``get_rope_index`` returns.
     """
-    check_tensor("token_types", token_types, ndim=2, dtype_kind="int")
-    merge = _check_positive_int("spatial_merge_size", spatial_merge_size)
-    if not torch.isin(token_types, torch.tensor([TEXT, IMAGE, VIDEO])).all():
+    check_tensor("token_types", token_types, ndim=2, dtype_kind="int", nonempty=True)
+    merge = check_int("spatial_merge_size", spatial_merge_size, minimum=1)
+    device = check_same_device(
+        token_types=token_types,
+        image_grid_thw=image_grid_thw,
+        video_grid_thw=video_grid_thw,
+        attention_mask=attention_mask,
+        second_per_grid_ts=second_per_grid_ts if isinstance(second_per_grid_ts, torch.Tensor) else None,
+    )
+    token_types = token_types.cpu()  # a Python loop over blocks: work on the CPU, return on `device`
+    if not ((token_types >= TEXT) & (token_types <= VIDEO)).all():
         raise ValueError("token_types must hold only TEXT (0), IMAGE (1) or VIDEO (2)")
     batch, seq = token_types.shape
     if attention_mask is None:
         attention_mask = torch.ones(batch, seq, dtype=torch.bool)
     check_tensor("attention_mask", attention_mask, ndim=2)
+    if attention_mask.is_complex():
+        raise InputTypeError(f"attention_mask must be bool or 0/1 numbers, got {attention_mask.dtype}")
+    attention_mask = attention_mask.cpu()
     if attention_mask.shape != token_types.shape:
         raise ValueError(
             f"attention_mask shape {tuple(attention_mask.shape)} must equal token_types shape {(batch, seq)}"
@@ -160,19 +193,16 @@ def mrope_position_ids(
             raise ValueError("second_per_grid_ts needs tokens_per_second (Qwen2.5-VL time-aligned ids)")
         seconds = [None] * n_videos
     else:
-        if isinstance(tokens_per_second, bool) or not isinstance(tokens_per_second, (int, float)):
-            raise ValueError(f"tokens_per_second must be a number, got {tokens_per_second!r}")
-        if not tokens_per_second > 0:
-            raise ValueError(f"tokens_per_second must be > 0, got {tokens_per_second}")
+        check_number("tokens_per_second", tokens_per_second, gt=0)
         if second_per_grid_ts is None:
             second_per_grid_ts = [1.0] * n_videos
-        seconds = [float(s) for s in torch.as_tensor(second_per_grid_ts, dtype=torch.float64).reshape(-1)]
+        seconds = _seconds_per_grid(second_per_grid_ts)
         if len(seconds) != n_videos:
             raise ValueError(f"second_per_grid_ts has {len(seconds)} entries for {n_videos} videos")
         if any(not (s >= 0 and s < float("inf")) for s in seconds):
             raise ValueError(f"second_per_grid_ts must be finite and >= 0, got {seconds}")
 
-    position_ids = torch.zeros(3, batch, seq, dtype=torch.long)
+    position_ids = torch.zeros(3, batch, seq, dtype=torch.long)  # on the CPU
     rope_deltas = torch.zeros(batch, 1, dtype=torch.long)
     used = {IMAGE: 0, VIDEO: 0}  # grids consumed so far, across the batch
     names = {IMAGE: "image", VIDEO: "video"}
@@ -219,7 +249,7 @@ def mrope_position_ids(
             raise ValueError(
                 f"{len(grids[kind])} {names[kind]}_grid_thw rows but {used[kind]} {names[kind]} blocks in the batch"
             )
-    return position_ids, rope_deltas
+    return position_ids.to(device), rope_deltas.to(device)
 
 
 def mrope_axis_of_frequency(mrope_section: Sequence[int], layout: str = "sectioned") -> torch.Tensor:
@@ -229,19 +259,17 @@ def mrope_axis_of_frequency(mrope_section: Sequence[int], layout: str = "section
     ``"sectioned"``: ``[0]*s_t + [1]*s_h + [2]*s_w``. ``"interleaved"`` (Qwen3-VL): ``j % 3 == 1 and j < 3 s_h``
     -> 1, ``j % 3 == 2 and j < 3 s_w`` -> 2, else 0; the counts must come out as ``mrope_section``.
     """
-    section = list(mrope_section) if isinstance(mrope_section, (list, tuple)) else None
-    if section is None or len(section) != 3:
+    if not isinstance(mrope_section, (list, tuple)):
+        raise InputTypeError(f"mrope_section must be a list of 3 ints (t, h, w), got {mrope_section!r}")
+    if len(mrope_section) != 3:
         raise ValueError(f"mrope_section must be a list of 3 ints (t, h, w), got {mrope_section!r}")
-    for s in section:
-        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
-            raise ValueError(f"mrope_section entries must be non-negative ints, got {mrope_section!r}")
+    section = [check_int("mrope_section entries", s, minimum=0) for s in mrope_section]
     half = sum(section)
     if half == 0:
         raise ValueError("mrope_section must not be all zeros")
+    check_choice("layout", layout, ("sectioned", "interleaved"))
     if layout == "sectioned":
         return torch.repeat_interleave(torch.arange(3), torch.tensor(section))
-    if layout != "interleaved":
-        raise ValueError(f"layout must be 'sectioned' or 'interleaved', got {layout!r}")
     j = torch.arange(half)
     axis = torch.zeros(half, dtype=torch.long)
     axis[(j % 3 == 1) & (j < 3 * section[1])] = 1
@@ -257,7 +285,7 @@ def mrope_axis_of_frequency(mrope_section: Sequence[int], layout: str = "section
 
 def _pick_axes(tables: torch.Tensor, axis_of_freq: torch.Tensor) -> torch.Tensor:
     """From per-axis rotate-half tables ``(axes, ..., head_dim)``, take each frequency from its own axis."""
-    pick = torch.cat((axis_of_freq, axis_of_freq))  # (head_dim,): both halves of a pair use the same axis
+    pick = torch.cat((axis_of_freq, axis_of_freq)).to(tables.device)  # (head_dim,): both halves, one axis
     out = torch.empty_like(tables[0])
     for a in range(tables.shape[0]):
         out[..., pick == a] = tables[a][..., pick == a]
@@ -280,7 +308,7 @@ def mrope_cos_sin(
     ``transformers``' ``Qwen2VLRotaryEmbedding`` (``"sectioned"``) or ``Qwen3VLTextRotaryEmbedding``
     (``"interleaved"``). On text (three equal rows) they equal the 1D tables.
     """
-    check_tensor("position_ids", position_ids)
+    check_tensor("position_ids", position_ids, dtype_kind="int", nonempty=True)
     if position_ids.ndim < 2 or position_ids.shape[0] != 3:
         raise ValueError(f"position_ids must have shape (3, ..., seq), got {tuple(position_ids.shape)}")
     check_tensor("inv_freq", inv_freq, ndim=1, dtype_kind="float")
@@ -302,10 +330,9 @@ def vision_position_ids(grid_thw: torch.Tensor, spatial_merge_size: int = 2) -> 
     ``merge**2`` patches that the merger fuses into one token are adjacent. Equal to
     ``transformers.vision_utils.get_vision_position_ids``.
     """
-    merge = _check_positive_int("spatial_merge_size", spatial_merge_size)
+    merge = check_int("spatial_merge_size", spatial_merge_size, minimum=1)
+    check_tensor("grid_thw", grid_thw, nonempty=True)
     rows = _check_grid("grid_thw", grid_thw, merge)
-    if not rows:
-        raise ValueError("grid_thw must have at least one row")
     out = []
     for t, h, w in rows:
         hh, ww = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")  # (h, w) each
@@ -327,16 +354,16 @@ def vision_rope_cos_sin(
     :func:`vision_position_ids`; apply with ``shared.rope.apply_rope(q, cos[:, None], sin[:, None])`` for
     ``q`` ``(n, heads, head_dim)``.
     """
-    check_tensor("position_ids", position_ids, ndim=2, dtype_kind="int")
+    check_tensor("position_ids", position_ids, ndim=2, dtype_kind="int", nonempty=True)
     if position_ids.shape[1] != 2:
         raise ValueError(
             f"position_ids must have shape (n, 2) with columns (h, w), got {tuple(position_ids.shape)}"
         )
-    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim <= 0 or head_dim % 4:
+    if check_int("head_dim", head_dim) <= 0 or head_dim % 4:
         raise ValueError(
             f"head_dim must be a positive multiple of 4 (two axes of rotated pairs), got {head_dim!r}"
         )
-    inv = rope_inv_freq(head_dim // 2, base)  # (head_dim/4,)
+    inv = rope_inv_freq(head_dim // 2, base).to(position_ids.device)  # (head_dim/4,), on the ids' device
     inv_freq = torch.cat((inv, inv))  # (head_dim/2,): first half for h, second half for w
     axis = torch.repeat_interleave(torch.arange(2), head_dim // 4)  # (head_dim/2,)
     cos2, sin2 = rope_cos_sin(position_ids.T, inv_freq)  # (2, n, head_dim) each

@@ -9,13 +9,26 @@ Shapes: a batch holds ``batch = num_prompts * num_generations`` completions, the
 one prompt next to each other (prompt-major, as ``trl`` lays them out). Per-token tensors are ``(batch,
 completion_len)``: ``logps[i, t] = log pi_theta(o_{i,t} | q, o_{i,<t})`` and a ``mask`` that is 1 on real
 completion tokens and 0 on padding (bool, integer or float with values 0/1).
+
+Padding may hold anything: a ``-inf`` log-prob, NaN. The functions that take a mask keep those values out of
+the loss *and* its gradient with ``torch.where`` (``trl`` multiplies by the mask, and NaN * 0 = NaN); on real
+tokens every value must be finite (``ValueError`` otherwise). On finite inputs the results are ``trl``'s bit for
+bit. :func:`k3_kl` and :func:`clipped_surrogate` have no mask and work elementwise.
 """
 
 from __future__ import annotations
 
 import torch
 
-from shared.utils import check_tensor
+from shared.utils import (
+    InputTypeError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_same_device,
+    check_tensor,
+)
 
 __all__ = [
     "LOSS_TYPES",
@@ -34,21 +47,13 @@ SCALE_REWARDS = ("group", "batch", "none")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
 
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
-def _check_number(name: str, value: object, *, low: float = 0.0) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= low:
-        raise ValueError(f"{name} must be a number >= {low}, got {value!r}")
-    return float(value)
-
-
 def _check_mask(mask: object, like: torch.Tensor) -> torch.Tensor:
     """Validate a 0/1 completion mask of ``like``'s shape and return it as ``like``'s float dtype."""
     check_tensor("mask", mask, ndim=2)
     assert isinstance(mask, torch.Tensor)
+    if mask.is_complex():
+        raise InputTypeError(f"mask must be bool, integer or float 0/1, got {mask.dtype}")
+    check_same_device(mask=mask, like=like)
     if mask.shape != like.shape:
         raise ValueError(
             f"mask must have shape {tuple(like.shape)} (batch, completion_len), got {tuple(mask.shape)}"
@@ -58,14 +63,41 @@ def _check_mask(mask: object, like: torch.Tensor) -> torch.Tensor:
     return mask.to(like.dtype)
 
 
-def _check_per_token(name: str, x: object, like: torch.Tensor | None = None) -> torch.Tensor:
-    check_tensor(name, x, ndim=2, dtype_kind="float")
+def _check_per_token(
+    name: str, x: object, like: torch.Tensor | None = None, *, where: torch.Tensor | None = None
+) -> torch.Tensor:
+    """A ``(batch, completion_len)`` float tensor (``like``'s shape); finite where the 0/1 mask ``where`` is 1.
+
+    Padding may hold anything (a ``-inf`` log-prob, NaN): :func:`_masked` keeps it out of every sum.
+    """
+    check_tensor(name, x, ndim=2, dtype_kind="float", nonempty=True)
     assert isinstance(x, torch.Tensor)
     if like is not None and x.shape != like.shape:
         raise ValueError(
             f"{name} must have shape {tuple(like.shape)} (batch, completion_len), got {tuple(x.shape)}"
         )
+    check_same_device(**{name: x, "logps": like})
+    if where is not None:
+        check_tensor(name, x, finite=where.bool())
     return x
+
+
+def _clean_padding(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``x`` with NaN/±inf at padding (``m == 0``) replaced by 0; finite values are kept bit for bit.
+
+    Done on the inputs so that the backward pass stays finite too: ``torch.where`` sends a zero gradient to
+    the branch it drops, but a NaN computed from a NaN input would still multiply that zero (0 * NaN = NaN).
+    """
+    return torch.where(m.bool() | torch.isfinite(x), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def _masked(x: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """``x * m`` for a 0/1 float mask ``m``, but 0 (not NaN) where ``m`` is 0 and ``x`` is NaN or ±inf.
+
+    ``torch.where`` instead of the product because NaN * 0 = NaN; the zero keeps ``x``'s sign, so on finite
+    values the result is bit for bit ``x * m`` (``trl``'s form), signed zeros included.
+    """
+    return torch.where(m.bool(), x, torch.zeros_like(x).copysign(x))
 
 
 def group_advantages(
@@ -79,28 +111,29 @@ def group_advantages(
     the whole batch (PPO-Lite), ``"none"`` does not divide (Dr. GRPO). The std is the unbiased (Bessel) one,
     as ``trl``'s ``nanstd``; ``eps`` keeps a zero-std group at advantage 0. Returns ``(batch,)``.
     """
-    check_tensor("rewards", rewards, ndim=1, dtype_kind="float")
-    if isinstance(num_generations, bool) or not isinstance(num_generations, int) or num_generations < 2:
-        raise ValueError(
-            f"num_generations must be an int >= 2 (a group needs a baseline), got {num_generations!r}"
-        )
+    check_tensor("rewards", rewards, ndim=1, dtype_kind="float", nonempty=True, finite=True)
+    check_int("num_generations (a group needs a baseline)", num_generations, minimum=2)
     if rewards.numel() % num_generations:
         raise ValueError(
             f"rewards has {rewards.numel()} entries, not a multiple of num_generations={num_generations}"
         )
-    if not torch.isfinite(rewards).all():
-        raise ValueError("rewards must be finite")
-    _check_choice("scale_rewards", scale_rewards, SCALE_REWARDS)
-    eps = _check_number("eps", eps)
-    grouped = rewards.view(-1, num_generations)  # (num_prompts, G)
+    check_choice("scale_rewards", scale_rewards, SCALE_REWARDS)
+    eps = check_number("eps", eps, ge=0)
+    grouped = rewards.reshape(-1, num_generations)  # (num_prompts, G); reshape: rewards may be a strided view
     mean = grouped.mean(dim=1).repeat_interleave(num_generations)  # (batch,): each prompt's own mean
     advantages = rewards - mean  # (batch,)
     if scale_rewards == "group":
         std = grouped.std(dim=1).repeat_interleave(num_generations)  # (batch,)
-        advantages = advantages / (std + eps)
+        advantages = advantages / _nonzero(std + eps, eps)
     elif scale_rewards == "batch":
-        advantages = advantages / (rewards.std() + eps)
+        advantages = advantages / _nonzero(rewards.std() + eps, eps)
     return advantages
+
+
+def _nonzero(std: torch.Tensor, eps: float) -> torch.Tensor:
+    if eps == 0 and bool((std == 0).any()):  # one sync, only when eps = 0
+        raise ValueError("eps=0 with a group (or batch) of equal rewards would divide 0 by 0; use eps > 0")
+    return std
 
 
 def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
@@ -126,14 +159,15 @@ def log_importance_weights(
     over the mask (the log of their geometric mean), shape ``(batch, 1)``; an empty row gives 0.
     """
     _check_per_token("logps", logps)
-    _check_per_token("old_logps", old_logps, logps)
     m = _check_mask(mask, logps)
-    _check_choice("level", level, IMPORTANCE_SAMPLING_LEVELS)
-    log_ratio = logps - old_logps  # (batch, T)
+    _check_per_token("logps", logps, where=m)
+    _check_per_token("old_logps", old_logps, logps, where=m)
+    check_choice("level", level, IMPORTANCE_SAMPLING_LEVELS)
+    log_ratio = _clean_padding(logps, m) - _clean_padding(old_logps, m)  # (batch, T)
     if level == "token":
         return log_ratio
     lengths = m.sum(dim=-1).clamp(min=1.0)  # (batch,): |o_i|
-    return ((log_ratio * m).sum(dim=-1) / lengths).unsqueeze(-1)  # (batch, 1)
+    return (_masked(log_ratio, m).sum(dim=-1) / lengths).unsqueeze(-1)  # (batch, 1)
 
 
 def clipped_surrogate(
@@ -150,8 +184,9 @@ def clipped_surrogate(
     ``log_weights``. ``epsilon_high > epsilon_low`` is DAPO's clip-higher. Returns the per-token (or
     per-sequence) loss, the shape of ``log_weights``.
     """
-    check_tensor("log_weights", log_weights, ndim=2, dtype_kind="float")
-    check_tensor("advantages", advantages, ndim=(1, 2), dtype_kind="float")
+    check_tensor("log_weights", log_weights, ndim=2, dtype_kind="float", nonempty=True)
+    check_tensor("advantages", advantages, ndim=(1, 2), dtype_kind="float", finite=True)
+    check_same_device(log_weights=log_weights, advantages=advantages)
     if advantages.ndim == 1:
         advantages = advantages.unsqueeze(1)  # (batch, 1)
     if advantages.shape[0] != log_weights.shape[0] or advantages.shape[1] not in (1, log_weights.shape[1]):
@@ -159,12 +194,10 @@ def clipped_surrogate(
             f"advantages must have shape ({log_weights.shape[0]},) or {tuple(log_weights.shape)}, "
             f"got {tuple(advantages.shape)}"
         )
-    eps_low = _check_number("epsilon_low", epsilon_low)
-    eps_high = _check_number("epsilon_high", epsilon_high)
-    if eps_low >= 1:
-        raise ValueError(
-            f"epsilon_low must be < 1 (the lower clip bound 1 - epsilon_low must be > 0), got {eps_low}"
-        )
+    eps_low = check_number(
+        "epsilon_low (the lower clip bound 1 - epsilon_low must be > 0)", epsilon_low, ge=0, lt=1
+    )
+    eps_high = check_number("epsilon_high", epsilon_high, ge=0)
     ratio = torch.exp(log_weights)  # r = pi_theta / pi_old
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)  # clip(r, 1 - eps_low, 1 + eps_high)
     return -torch.min(ratio * advantages, clipped * advantages)
@@ -191,35 +224,50 @@ def aggregate_loss(
     ``trl`` also divides the first three by the number of gradient-accumulation steps; with one micro-batch per
     update that factor is 1.
     """
-    check_tensor("per_token_loss", per_token_loss, ndim=2, dtype_kind="float")
-    m = check_tensor("mask", mask, ndim=2)
+    check_tensor("per_token_loss", per_token_loss, ndim=2, dtype_kind="float", nonempty=True)
+    m = check_tensor("mask", mask, ndim=2, nonempty=True)
     if per_token_loss.shape[0] != m.shape[0] or per_token_loss.shape[1] not in (1, m.shape[1]):
         raise ValueError(
             f"per_token_loss must have shape {tuple(m.shape)} or ({m.shape[0]}, 1), got {tuple(per_token_loss.shape)}"
         )
-    m = _check_mask(m, per_token_loss.expand(m.shape))
-    _check_choice("loss_type", loss_type, LOSS_TYPES)
-    masked = per_token_loss.expand(m.shape) * m  # (batch, T)
+    full = per_token_loss.expand(m.shape)  # (batch, T)
+    m = _check_mask(m, full)
+    check_tensor("per_token_loss", full, finite=m.bool())
+    check_choice("loss_type", loss_type, LOSS_TYPES)
+    if max_completion_length is not None:
+        check_int("max_completion_length", max_completion_length, minimum=1)
+    n = _num_items(num_items_in_batch)
+    masked = _masked(full, m)  # (batch, T)
     if loss_type == "grpo":
         return (masked.sum(dim=-1) / m.sum(dim=-1).clamp(min=1.0)).mean()
     if loss_type == "bnpo":
         return masked.sum() / m.sum().clamp(min=1.0)
     if loss_type == "dr_grpo":
-        if isinstance(max_completion_length, bool) or not isinstance(max_completion_length, int):
-            raise ValueError(f"dr_grpo needs max_completion_length as an int, got {max_completion_length!r}")
+        if max_completion_length is None:
+            raise ValueError("loss_type='dr_grpo' needs max_completion_length (an int)")
         if max_completion_length < m.shape[1]:
             raise ValueError(
                 f"max_completion_length ({max_completion_length}) must be >= completion_len ({m.shape[1]})"
             )
         return masked.sum() / (m.shape[0] * max_completion_length)
     # dapo
-    if num_items_in_batch is None:
+    if n is None:
         return masked.sum() / m.sum().clamp(min=1.0)
-    n = float(num_items_in_batch) if isinstance(num_items_in_batch, torch.Tensor) else num_items_in_batch
-    n = _check_number("num_items_in_batch", n)
     if n < float(m.sum()):
         raise ValueError(f"num_items_in_batch ({n}) must be >= the tokens in this batch ({int(m.sum())})")
     return masked.sum() / max(n, 1.0)
+
+
+def _num_items(value: float | torch.Tensor | None) -> float | None:
+    """``num_items_in_batch`` (a number or a one-element tensor) as a float ``>= 0``, or ``None``."""
+    if isinstance(value, torch.Tensor):
+        check_tensor("num_items_in_batch", value)
+        if value.numel() != 1 or value.dtype == torch.bool or value.is_complex():
+            raise ValueError(
+                f"num_items_in_batch must be one real number, got a {value.dtype} tensor of shape {tuple(value.shape)}"
+            )
+        value = value.item()
+    return None if value is None else check_number("num_items_in_batch", value, ge=0)
 
 
 def grpo_loss(
@@ -261,7 +309,12 @@ def grpo_loss(
     """
     _check_per_token("logps", logps)
     m = _check_mask(mask, logps)
-    beta = _check_number("beta", beta)
+    beta = check_number("beta", beta, ge=0)
+    check_bool("kl_importance_correction", kl_importance_correction)
+    if ref_logps is not None:
+        _check_per_token("ref_logps", ref_logps, logps, where=m)
+        ref_logps = _clean_padding(ref_logps, m)
+    logps = _clean_padding(logps, m)  # padding may hold -inf or NaN; real tokens are checked finite
     if old_logps is None:
         old_logps = logps.detach()
     if epsilon_high is None:

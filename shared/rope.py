@@ -14,7 +14,7 @@ Inverse frequencies for a context ``s`` times longer than the trained length ``L
 - ``"ntk"``: NTK-aware base change (bloc97, 2023), ``base * s^(d/(d-2))``; no ``rope_type`` of its own,
   it is ``"dynamic"`` at a fixed length (see :func:`ntk_inv_freq`).
 - ``"dynamic"``: NTK-aware with ``s`` grown from the current length (``rope_type="dynamic"``).
-- ``"yarn"``: YaRN (2309.00071), a per-frequency ramp between ``theta_i`` and ``theta_i / s`` plus the
+- ``"yarn"``: YaRN (arXiv 2309.00071v2; section numbers here are v2's), a per-frequency ramp between ``theta_i`` and ``theta_i / s`` plus the
   attention factor ``0.1 ln s + 1`` on cos and sin (``rope_type="yarn"``).
 
 :func:`rope_init` dispatches on ``kind`` and returns ``(inv_freq, attention_factor)`` like the
@@ -27,7 +27,15 @@ import math
 
 import torch
 
-from shared.utils import check_tensor
+from shared.utils import (
+    InputTypeError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_same_device,
+    check_tensor,
+)
 
 __all__ = [
     "ROPE_KINDS",
@@ -52,39 +60,29 @@ ROPE_KINDS = ("default", "linear", "ntk", "dynamic", "yarn")
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _check_head_dim(head_dim: int, *, name: str = "head_dim", minimum: int = 2) -> None:
-    if not isinstance(head_dim, int) or isinstance(head_dim, bool) or head_dim < minimum or head_dim % 2:
-        raise ValueError(
-            f"{name} must be an even int >= {minimum} (RoPE rotates pairs of dims), got {head_dim!r}"
-        )
+    message = f"{name} must be an even int >= {minimum} (RoPE rotates pairs of dims), got {head_dim!r}"
+    if isinstance(head_dim, bool) or not isinstance(head_dim, int):
+        raise InputTypeError(message)
+    if head_dim < minimum or head_dim % 2:
+        raise ValueError(message)
 
 
 def _check_base(base: float) -> None:
-    if not _is_number(base) or base <= 1:
-        raise ValueError(f"base must be a finite number > 1, got {base!r}")
+    check_number("base", base, gt=1)
 
 
 def _check_factor(factor: float) -> None:
-    if not _is_number(factor) or factor < 1:
-        raise ValueError(
-            f"factor (the context extension ratio s = L'/L) must be a finite number >= 1, got {factor!r}"
-        )
+    check_number("factor (the context extension ratio s = L'/L)", factor, ge=1)
 
 
 def _check_length(name: str, value: int | None, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not (value is None and allow_none):
+        check_int(name, value, minimum=1)
 
 
 def _check_layout(layout: str) -> None:
-    if layout not in ("rotate_half", "interleaved"):
-        raise ValueError(f"layout must be 'rotate_half' or 'interleaved', got {layout!r}")
+    check_choice("layout", layout, ("rotate_half", "interleaved"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -114,7 +112,7 @@ def linear_inv_freq(head_dim: int, base: float = 10000.0, *, factor: float) -> t
 
 
 def ntk_inv_freq(head_dim: int, base: float = 10000.0, *, factor: float) -> torch.Tensor:
-    """NTK-aware scaling (bloc97, Reddit 2023; YaRN §3.1): default frequencies with base ``b * s^(d/(d-2))``.
+    """NTK-aware scaling (bloc97, Reddit 2023; YaRN v2 §3.1, derived in App. A.1): default frequencies with base ``b * s^(d/(d-2))``.
 
     The lowest frequency ``b^(-(d-2)/d)`` becomes exactly ``1/s`` of itself (interpolated like PI) while the
     highest, ``theta_0 = 1``, is unchanged (extrapolated). Not in ``ROPE_INIT_FUNCTIONS`` under its own name:
@@ -135,7 +133,7 @@ def dynamic_ntk_inv_freq(
     original_max_position_embeddings: int,
     seq_len: int | None = None,
 ) -> torch.Tensor:
-    """Dynamic NTK (emozilla, 2023; YaRN §3.3): NTK-aware base change recomputed from the current length.
+    """Dynamic NTK (emozilla, Reddit 2023; YaRN v2 §3.3): NTK-aware base change recomputed from the current length.
 
     With ``L = original_max_position_embeddings`` (``transformers``' ``config.max_position_embeddings``) and
     ``l = max(seq_len, L)`` (``seq_len=None`` means ``L``), the base becomes
@@ -161,6 +159,16 @@ def _yarn_correction_dim(num_rotations: float, head_dim: int, base: float, lengt
     return head_dim * math.log(length / (num_rotations * 2 * math.pi)) / (2 * math.log(base))
 
 
+def _check_yarn_options(beta_fast: float, beta_slow: float, truncate: bool) -> None:
+    check_number("beta_fast", beta_fast, gt=0)
+    check_number("beta_slow", beta_slow, gt=0)
+    if not beta_fast >= beta_slow:
+        raise ValueError(
+            f"need beta_fast >= beta_slow > 0 (turns over L), got {beta_fast!r} and {beta_slow!r}"
+        )
+    check_bool("truncate", truncate)
+
+
 def yarn_inv_freq(
     head_dim: int,
     base: float = 10000.0,
@@ -171,11 +179,12 @@ def yarn_inv_freq(
     beta_slow: float = 1.0,
     truncate: bool = True,
 ) -> torch.Tensor:
-    """YaRN's "NTK-by-parts" frequencies (Peng et al. 2023, §3.2): keep fast pairs, interpolate slow ones.
+    """YaRN's "NTK-by-parts" frequencies (Peng et al. 2023, v2 §3.2): keep fast pairs, interpolate slow ones.
 
     A pair that turns more than ``beta_fast`` times over the trained length ``L`` keeps ``theta_i``; one
     that turns fewer than ``beta_slow`` times gets ``theta_i / factor`` (PI); in between a linear ramp in
-    the pair index ``i`` mixes the two. The ramp ends ``low``/``high`` are the indices where ``L`` holds
+    the pair index ``i`` mixes the two (the official code's ramp; since ``r`` falls geometrically with ``i``,
+    it is linear in ``ln r``, whereas v2 eq. 18 writes ``gamma`` linear in ``r``). The ramp ends ``low``/``high`` are the indices where ``L`` holds
     ``beta_fast``/``beta_slow`` turns, rounded outwards when ``truncate``. Returns ``(head_dim // 2,)``
     float32, equal to ``ROPE_INIT_FUNCTIONS["yarn"]`` (whose attention factor is
     :func:`yarn_attention_factor`).
@@ -184,12 +193,7 @@ def yarn_inv_freq(
     _check_factor(factor)
     _check_base(base)
     _check_length("original_max_position_embeddings", original_max_position_embeddings)
-    if not (_is_number(beta_fast) and _is_number(beta_slow) and beta_fast >= beta_slow > 0):
-        raise ValueError(
-            f"need beta_fast >= beta_slow > 0 (turns over L), got {beta_fast!r} and {beta_slow!r}"
-        )
-    if not isinstance(truncate, bool):
-        raise ValueError(f"truncate must be a bool, got {truncate!r}")
+    _check_yarn_options(beta_fast, beta_slow, truncate)
     # Ramp ends, as pair indices: low = where L holds beta_fast turns, high = where it holds beta_slow turns.
     low = _yarn_correction_dim(beta_fast, head_dim, base, original_max_position_embeddings)
     high = _yarn_correction_dim(beta_slow, head_dim, base, original_max_position_embeddings)
@@ -210,7 +214,7 @@ def yarn_inv_freq(
 def yarn_attention_factor(
     factor: float, *, mscale: float | None = None, mscale_all_dim: float | None = None
 ) -> float:
-    """YaRN's length scaling ``sqrt(1/t) = 0.1 ln(s) + 1`` (YaRN §3.4), which multiplies cos and sin.
+    """YaRN's length scaling ``sqrt(1/t) = 0.1 ln(s) + 1`` (YaRN v2 §3.4, eq. 22), which multiplies cos and sin.
 
     Scaling both ``q`` and ``k`` by ``sqrt(1/t)`` divides the logits by the temperature ``t``. With both
     ``mscale`` and ``mscale_all_dim`` set and non-zero (DeepSeek-V2/V3 configs), the factor is
@@ -218,8 +222,8 @@ def yarn_attention_factor(
     """
     _check_factor(factor)
     for name, value in (("mscale", mscale), ("mscale_all_dim", mscale_all_dim)):
-        if value is not None and not _is_number(value):
-            raise ValueError(f"{name} must be None or a finite number, got {value!r}")
+        if value is not None:  # a negative one could make the factor 0, negative or infinite
+            check_number(name, value, ge=0)
 
     def get_mscale(scale: float, m: float = 1.0) -> float:
         return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
@@ -252,11 +256,19 @@ def rope_init(
     ``"dynamic"``, where ``transformers`` reads it from ``config.max_position_embeddings``, and by
     ``"yarn"``); ``seq_len`` is the current length (``"dynamic"`` only). ``beta_fast``, ``beta_slow``,
     ``mscale``, ``mscale_all_dim``, ``attention_factor`` (an explicit override) and ``truncate`` are YaRN's.
-    Arguments a kind does not use are ignored, as ``transformers`` ignores them. The attention factor is
+    Arguments a kind does not use are ignored, as ``transformers`` ignores them (but a malformed one, such as
+    ``factor=nan``, is still refused). The attention factor is
     1.0 except for ``"yarn"``; multiply cos and sin by it (``rope_cos_sin(..., scale=...)``).
     """
-    if kind not in ROPE_KINDS:
-        raise ValueError(f"kind must be one of {ROPE_KINDS}, got {kind!r}")
+    check_choice("kind", kind, ROPE_KINDS)
+    # Arguments a kind does not use are ignored, but a malformed one is still an error.
+    _check_factor(factor)
+    _check_length("original_max_position_embeddings", original_max_position_embeddings, allow_none=True)
+    _check_length("seq_len", seq_len, allow_none=True)
+    _check_yarn_options(beta_fast, beta_slow, truncate)
+    yarn_attention_factor(factor, mscale=mscale, mscale_all_dim=mscale_all_dim)  # checks mscale*
+    if attention_factor is not None:
+        check_number("attention_factor", attention_factor, gt=0)
     if kind == "default":
         return rope_inv_freq(head_dim, base), 1.0
     if kind == "linear":
@@ -285,8 +297,6 @@ def rope_init(
     )
     if attention_factor is None:
         attention_factor = yarn_attention_factor(factor, mscale=mscale, mscale_all_dim=mscale_all_dim)
-    elif not _is_number(attention_factor) or attention_factor <= 0:
-        raise ValueError(f"attention_factor must be None or a finite number > 0, got {attention_factor!r}")
     return inv_freq, float(attention_factor)
 
 
@@ -298,18 +308,20 @@ def rope_init(
 def rope_cos_sin(
     positions: torch.Tensor, inv_freq: torch.Tensor, *, layout: str = "rotate_half", scale: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cos/sin tables for integer or real ``positions`` ``(..., seq)`` and ``inv_freq`` ``(head_dim/2,)``.
+    """Cos/sin tables for integer or real (finite, not bool) ``positions`` ``(..., seq)`` and ``inv_freq`` ``(head_dim/2,)``.
 
     Angles are ``positions[..., None] * inv_freq`` in float32; each angle is repeated for the two dims
     of its pair (``[f0..f_{d/2-1}, f0..f_{d/2-1}]`` for rotate-half, ``[f0, f0, f1, f1, ...]`` for
     interleaved). ``scale`` multiplies cos and sin (YaRN's attention factor). Returns two float32
     tensors of shape ``(..., seq, head_dim)``, equal to ``LlamaRotaryEmbedding.forward`` for rotate-half.
     """
-    check_tensor("positions", positions)
-    check_tensor("inv_freq", inv_freq, ndim=1, dtype_kind="float")
+    check_tensor("positions", positions, nonempty=True, finite=True)
+    if positions.dtype == torch.bool or positions.is_complex():
+        raise InputTypeError(f"positions must be integer or real, got {positions.dtype}")
+    check_tensor("inv_freq", inv_freq, ndim=1, dtype_kind="float", nonempty=True, finite=True)
+    check_same_device(positions=positions, inv_freq=inv_freq)
     _check_layout(layout)
-    if not _is_number(scale):
-        raise ValueError(f"scale must be a finite number, got {scale!r}")
+    check_number("scale", scale, gt=0)
     angles = positions.float()[..., None] * inv_freq.float()  # (..., seq, head_dim/2)
     if layout == "rotate_half":
         emb = torch.cat((angles, angles), dim=-1)  # (..., seq, head_dim)
@@ -320,6 +332,10 @@ def rope_cos_sin(
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """``[x1, x2] -> [-x2, x1]`` on the last dim, split in halves: the 90-degree turn of each pair."""
+    check_tensor("x", x, dtype_kind="float")
+    if x.ndim == 0:
+        raise ValueError("x must have at least one dimension (head_dim last)")
+    _check_head_dim(x.shape[-1], name="x's last dim (head_dim)")
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat((-x2, x1), dim=-1)
 
@@ -330,6 +346,26 @@ def _rotate_interleaved(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-x_odd, x_even), dim=-1).flatten(-2)
 
 
+def _check_tables_fit(table: torch.Size, x: torch.Size) -> None:
+    """Refuse cos/sin that broadcast to a shape other than ``x``'s, or one position over several."""
+    try:
+        fits = torch.broadcast_shapes(table, x) == x
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(f"cos/sin of shape {tuple(table)} do not broadcast to x of shape {tuple(x)}")
+    # The position axis is -2 ((seq, d) against (..., seq, d)), or -3 when the tables carry a size-1 heads
+    # axis at -2 ((n, 1, d) against (n, heads, d)). A size-1 position axis there would rotate every
+    # position by the angles of one.
+    axis = -3 if len(table) >= 3 and table[-2] == 1 and x[-2] != 1 else -2
+    held = table[axis] if len(table) >= -axis else 1
+    if len(x) >= -axis and held != x[axis]:
+        raise ValueError(
+            f"cos/sin of shape {tuple(table)} hold {held} position(s) along dim {axis} but x of shape "
+            f"{tuple(x)} has {x[axis]}: pass one row of cos/sin per position"
+        )
+
+
 def apply_rope(
     x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, layout: str = "rotate_half"
 ) -> torch.Tensor:
@@ -338,10 +374,15 @@ def apply_rope(
     ``cos``/``sin`` come from :func:`rope_cos_sin` with the same ``layout`` and must broadcast to ``x``
     (``(seq, head_dim)`` against ``(batch, heads, seq, head_dim)``, or ``(batch, 1, seq, head_dim)``).
     The result has ``x``'s dtype; the product is done in ``x``'s dtype, as ``transformers`` does.
+
+    Broadcasting may not grow ``x`` nor spread one position over several: the tables must hold ``x``'s number
+    of positions on its position axis (dim -2, or -3 when the tables carry a size-1 heads axis at -2, as
+    ``(n, 1, d)`` against ``(n, heads, d)``); ``ValueError`` otherwise.
     """
-    check_tensor("x", x, dtype_kind="float")
-    check_tensor("cos", cos, dtype_kind="float")
-    check_tensor("sin", sin, dtype_kind="float")
+    check_tensor("x", x, dtype_kind="float", nonempty=True)
+    check_tensor("cos", cos, dtype_kind="float", finite=True)
+    check_tensor("sin", sin, dtype_kind="float", finite=True)
+    check_same_device(x=x, cos=cos, sin=sin)
     _check_layout(layout)
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension (head_dim last)")
@@ -354,12 +395,7 @@ def apply_rope(
         raise ValueError(
             f"cos/sin last dim must equal x's head_dim {x.shape[-1]}, got shape {tuple(cos.shape)}"
         )
-    try:
-        torch.broadcast_shapes(cos.shape, x.shape)
-    except RuntimeError:
-        raise ValueError(
-            f"cos/sin of shape {tuple(cos.shape)} do not broadcast to x of shape {tuple(x.shape)}"
-        ) from None
+    _check_tables_fit(cos.shape, x.shape)
     turn = rotate_half(x) if layout == "rotate_half" else _rotate_interleaved(x)
     return x * cos.to(x.dtype) + turn * sin.to(x.dtype)
 

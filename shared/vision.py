@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import math
 
+from shared.utils import check_int
+
 __all__ = ["smart_resize"]
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def smart_resize(
@@ -36,14 +32,14 @@ def smart_resize(
     The aspect ratio is kept up to the rounding. Defaults are the processor's: ``min_pixels = 56 * 56``
     (4 tokens) and ``max_pixels = 28 * 28 * 1280`` (1280 tokens). Equal to
     ``transformers.models.qwen2_vl.image_processing_qwen2_vl.smart_resize``, which also refuses an aspect
-    ratio above 200; this version further raises ``ValueError`` on non-positive or non-integer sizes and on
+    ratio above 200; this version further raises ``TypeError`` on non-integer sizes, ``ValueError`` on non-positive ones and on
     ``min_pixels > max_pixels`` or ``max_pixels < factor**2``.
     """
-    height = _check_positive_int("height", height)
-    width = _check_positive_int("width", width)
-    factor = _check_positive_int("factor", factor)
-    min_pixels = _check_positive_int("min_pixels", min_pixels)
-    max_pixels = _check_positive_int("max_pixels", max_pixels)
+    height = check_int("height", height, minimum=1)
+    width = check_int("width", width, minimum=1)
+    factor = check_int("factor", factor, minimum=1)
+    min_pixels = check_int("min_pixels", min_pixels, minimum=1)
+    max_pixels = check_int("max_pixels", max_pixels, minimum=1)
     if min_pixels > max_pixels:
         raise ValueError(f"min_pixels ({min_pixels}) must be <= max_pixels ({max_pixels})")
     if max_pixels < factor * factor:

@@ -106,16 +106,26 @@ def test_sdpa_matches_torch(kv_heads, mask_kind):
     groups=st.integers(1, 3),
     q_len=st.integers(1, 6),
     kv_extra=st.integers(0, 4),
-    head_dim=st.sampled_from([1, 4, 8]),
+    head_dim=st.sampled_from([1, 4, 8, 80]),
     window=st.integers(1, 6),
     scale=st.one_of(st.none(), st.floats(0.05, 2.0)),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    strided=st.booleans(),
 )
-def test_sdpa_property_matches_torch(batch, kv_heads, groups, q_len, kv_extra, head_dim, window, scale):
-    q, k, v = _qkv(batch, kv_heads * groups, kv_heads, q_len, q_len + kv_extra, head_dim)
+def test_sdpa_property_matches_torch(
+    batch, kv_heads, groups, q_len, kv_extra, head_dim, window, scale, dtype, strided
+):
+    """Also float64 (exact: the softmax stays in float64) and non-contiguous q/v (a transposed copy)."""
+    q, k, v = _qkv(batch, kv_heads * groups, kv_heads, q_len, q_len + kv_extra, head_dim, dtype=dtype)
+    if strided:
+        q, v = (t.transpose(-1, -2).contiguous().transpose(-1, -2) for t in (q, v))
     mask = sliding_window_mask(q_len, q_len + kv_extra, window=window)
     ours = scaled_dot_product_attention(q, k, v, mask, scale=scale)
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
-    assert_close(ours, ref, atol=1e-5)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert_close(ours, ref, atol=tol, rtol=tol)
+    additive = bool_to_additive(mask, dtype)  # finfo.min blocks as -inf does on every row with a key
+    assert_close(scaled_dot_product_attention(q, k, v, additive, scale=scale), ref, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("kv_heads", [4, 2, 1])
@@ -441,8 +451,8 @@ def test_bool_additive_round_trip(dtype):
 
 
 def test_additive_to_bool_keeps_finite_biases_as_attend():
-    bias = torch.tensor([[0.0, -3.0, float("-inf"), float("nan"), torch.finfo(torch.float32).min]])
-    assert additive_to_bool(bias).tolist() == [[True, True, False, False, False]]
+    bias = torch.tensor([[0.0, -3.0, float("-inf"), torch.finfo(torch.float32).min]])
+    assert additive_to_bool(bias).tolist() == [[True, True, False, False]]
 
 
 def test_bool_additive_bad_inputs():

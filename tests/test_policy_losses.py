@@ -132,6 +132,22 @@ def shared_loss_and_grad(logps, **kwargs):
     return loss.detach(), grad
 
 
+def shared_options(inputs, *, loss_type, level, beta, kl_correction):
+    """The ``grpo_loss`` arguments, besides the log-probs, that match ``configure(...)`` and ``inputs``."""
+    return {
+        "advantages": inputs["advantages"],
+        "mask": inputs["completion_mask"],
+        "beta": beta,
+        "epsilon_low": 0.2,
+        "epsilon_high": 0.28,
+        "loss_type": loss_type,
+        "importance_sampling_level": level,
+        "kl_importance_correction": kl_correction,
+        "max_completion_length": MAX_COMPLETION_LENGTH,
+        "num_items_in_batch": inputs["num_items_in_batch"],
+    }
+
+
 def configure(trainer, monkeypatch, *, loss_type, level, beta, kl_correction, eps_low=0.2, eps_high=0.28):
     monkeypatch.setattr(trainer, "loss_type", loss_type)
     monkeypatch.setattr(trainer, "importance_sampling_level", level)
@@ -157,18 +173,9 @@ def test_loss_matches_trl(policy_trainer, monkeypatch, loss_type, level, beta, k
         ref_loss, ref_grad = trl_loss_and_grad(trainer, monkeypatch, inputs, logps)
     loss, grad = shared_loss_and_grad(
         logps,
-        advantages=inputs["advantages"],
-        mask=inputs["completion_mask"],
         old_logps=inputs.get("old_per_token_logps"),
         ref_logps=inputs["ref_per_token_logps"],
-        beta=beta,
-        epsilon_low=0.2,
-        epsilon_high=0.28,
-        loss_type=loss_type,
-        importance_sampling_level=level,
-        kl_importance_correction=kl_correction,
-        max_completion_length=MAX_COMPLETION_LENGTH,
-        num_items_in_batch=inputs["num_items_in_batch"],
+        **shared_options(inputs, loss_type=loss_type, level=level, beta=beta, kl_correction=kl_correction),
     )
     assert_close(loss, ref_loss, atol=1e-6, rtol=1e-5, name=f"{loss_type}/{level} loss")
     assert_close(grad, ref_grad, atol=1e-7, rtol=1e-5, name=f"{loss_type}/{level} grad")
@@ -177,6 +184,57 @@ def test_loss_matches_trl(policy_trainer, monkeypatch, loss_type, level, beta, k
             log_importance_weights(logps, inputs["old_per_token_logps"], inputs["completion_mask"])
         )
         assert ((ratio < 0.8) | (ratio > 1.28)).any()
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_nan_and_inf_at_padding_do_not_leak(policy_trainer, monkeypatch, loss_type, level):
+    """-inf / NaN / +inf log-probs on padding give trl's loss and gradient on clean padding; trl's own is NaN."""
+    trainer = policy_trainer
+    configure(trainer, monkeypatch, loss_type=loss_type, level=level, beta=0.04, kl_correction=True)
+    inputs = policy_batch(seed=2)
+    logps = inputs.pop("logps")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref_loss, ref_grad = trl_loss_and_grad(trainer, monkeypatch, inputs, logps)
+    pad = inputs["completion_mask"] == 0
+    assert pad.any()
+    poisoned = {
+        "logps": logps.masked_fill(pad, float("-inf")),
+        "old_logps": inputs["old_per_token_logps"].masked_fill(pad, float("nan")),
+        "ref_logps": inputs["ref_per_token_logps"].masked_fill(pad, float("inf")),
+    }
+    options = shared_options(inputs, loss_type=loss_type, level=level, beta=0.04, kl_correction=True)
+    loss, grad = shared_loss_and_grad(poisoned.pop("logps"), **poisoned, **options)
+    assert_close(loss, ref_loss, atol=1e-6, rtol=1e-5, name=f"{loss_type}/{level} loss, poisoned padding")
+    assert_close(grad, ref_grad, atol=1e-7, rtol=1e-5, name=f"{loss_type}/{level} grad, poisoned padding")
+    assert (grad[pad] == 0).all()
+    if loss_type == "grpo" and level == "token":  # trl multiplies by the mask: NaN * 0 = NaN
+        inputs["old_per_token_logps"] = poisoned["old_logps"]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trl_poisoned, _ = trl_loss_and_grad(trainer, monkeypatch, inputs, logps)
+        assert trl_poisoned.isnan()
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+@pytest.mark.parametrize("level", ["token", "sequence"])
+def test_float64_matches_trl_to_float64_precision(policy_trainer, monkeypatch, loss_type, level):
+    """Reading R7 trains in float64: there the loss and gradient agree with trl's to 1e-12, not 1e-6."""
+    trainer = policy_trainer
+    configure(trainer, monkeypatch, loss_type=loss_type, level=level, beta=0.04, kl_correction=True)
+    inputs = {k: v.double() if v.is_floating_point() else v for k, v in policy_batch(seed=3).items()}
+    logps = inputs.pop("logps")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref_loss, ref_grad = trl_loss_and_grad(trainer, monkeypatch, inputs, logps)
+    options = shared_options(inputs, loss_type=loss_type, level=level, beta=0.04, kl_correction=True)
+    loss, grad = shared_loss_and_grad(
+        logps, old_logps=inputs["old_per_token_logps"], ref_logps=inputs["ref_per_token_logps"], **options
+    )
+    assert loss.dtype == ref_loss.dtype == torch.float64
+    assert_close(loss, ref_loss, atol=1e-12, rtol=1e-12, name=f"{loss_type}/{level} float64 loss")
+    assert_close(grad, ref_grad, atol=1e-12, rtol=1e-12, name=f"{loss_type}/{level} float64 grad")
 
 
 def test_dapo_global_normaliser_matches_trl(policy_trainer, monkeypatch):
