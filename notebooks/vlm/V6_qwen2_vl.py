@@ -1,13 +1,15 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 15
+#     cpu_seconds: 46
 #     id: V6
 #     papers:
 #     - arxiv: '2409.12191'
 #       title: 'Qwen2-VL: Enhancing Vision-Language Model''s Perception of the World
 #         at Any Resolution'
+#       version: v2
 #     part: vlm
+#     peak_memory_mb: 684
 #     prerequisites:
 #     - F2
 #     - V1
@@ -33,43 +35,55 @@
 #
 # **Paper:** Peng Wang, Shuai Bai, Sinan Tan, Shijie Wang, Zhihao Fan, Jinze Bai, et al. (Qwen Team, Alibaba
 # Group), *Qwen2-VL: Enhancing Vision-Language Model's Perception of the World at Any Resolution*, arXiv 2024.
-# [arXiv:2409.12191](https://arxiv.org/abs/2409.12191) ·
+# [arXiv:2409.12191v2](https://arxiv.org/abs/2409.12191v2) (the version cited throughout: §, Table and Figure numbers refer to v2) ·
 # **Official code:** [QwenLM/Qwen2-VL](https://github.com/QwenLM/Qwen2-VL)
 #
 # **Prerequisites:** [F2 · Positional encodings](../foundations/F2_positional_encodings.ipynb) (RoPE, rotate-half
 # layout), [V1 · ViT](V1_vit.ipynb) (patches, the ViT block)
 #
-# **CPU run time:** 15 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 46 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+#
+# **Peak memory:** 684 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
 #
 # Qwen2-VL stops squeezing every image into one fixed square. `smart_resize` keeps the aspect ratio and
 # rounds each side to a multiple of 28; a 675M-parameter ViT with **2D RoPE** (no learned position table)
-# reads 14x14 patches (2 frames deep: an image is two identical frames, a video is sampled at 2 fps); an
-# **MLP merges each 2x2 block** into one LLM token, so a 224x224 image costs 64 tokens + 2 markers = 66
-# (§2.1). The LLM reads positions with **M-RoPE**: every token has (temporal, height, width) ids, equal for
-# text (plain 1D RoPE), grid coordinates for images and videos. Table 7: dynamic resolution comes within 1.4
-# points of the best fixed budget on InfoVQA (75.89 with 1924 tokens on average vs 77.27 with a fixed 3136) and
-# wins OCRBench (866 vs at most 828); Table 8: M-RoPE beats 1D RoPE on video (NextQA 46.0 vs 43.9).
+# reads 14x14 patches 2 frames deep (an image is two identical frames, a video is sampled at 2 fps); an
+# **MLP merges each 2x2 block** into one LLM token, so a 224x224 image costs 64 tokens + 2 markers = 66 (§2.1)
+# and a 12-megapixel phone photo 1230 tokens under the processor's class defaults but 15552 under the released
+# cap of 16384. The LLM reads positions with **M-RoPE**: (temporal, height, width) ids, equal for text (plain
+# 1D RoPE), grid coordinates for images and videos, each block starting one past the largest id before it.
+# Table 7: dynamic resolution reaches 75.89 on InfoVQA with 1924 tokens on average (best fixed budget: 77.27
+# with 3136) and the best OCRBench (866 vs at most 828); Table 8: M-RoPE beats 1D RoPE on video (NextQA 46.0
+# vs 43.9). A toy with one attention head on an 8 x 8 grid (8 seeds, Reproduction (f)) shows the cost of the
+# released [16, 24, 24] split: the width axis gets only slow rotations, and the head cannot tell left from
+# right (majority-class accuracy), while Qwen3-VL's interleaved layout solves the task on every seed.
+# `transformers` 5.23 breaks the "largest id + 1" rule after any video longer in seconds than its merged side
+# (§7).
 
 # %% [markdown]
 # ## 中文速览
 #
 # Qwen2-VL 不再把所有图片压成固定的正方形：`smart_resize` 保持长宽比、把两边取整到 28 的倍数；675M 参数的
-# ViT 用 **2D RoPE**（去掉了可学习的绝对位置表）读取 14x14 的 patch（时间方向深度为 2：图片复制成两帧，视频按
+# ViT 用 **2D RoPE**（去掉了可学习的绝对位置表）读取 14x14、时间深度为 2 的 patch（图片复制成两帧，视频按
 # 2 fps 采样）；之后一个 **MLP 把相邻 2x2 个 token 合并成一个**送入 LLM，所以 224x224 的图片只占 64 + 2 = 66
-# 个 token（§2.1）。LLM 端用 **M-RoPE**：每个 token 有（时间、高、宽）三个位置 id，文本三者相同（即普通 1D
-# RoPE），图片和视频取网格坐标。表 7：动态分辨率平均只用 1924 个 token，InfoVQA 为 75.89，接近最佳固定预算
-# （固定 3136 个 token）的 77.27；OCRBench 最高（866，固定预算最多 828）；表 8：M-RoPE 在视频任务上优于 1D RoPE
-# （NextQA 46.0 对 43.9）。
+# 个 token（§2.1），一张 1200 万像素的手机照片在处理器类默认值下占 1230 个 token，在发布模型的上限（16384）下
+# 占 15552 个。LLM 端用 **M-RoPE**：每个 token 有（时间、高、宽）三个位置 id，文本三者相同（即普通 1D RoPE），
+# 图片和视频取网格坐标，每一段都从此前最大 id + 1 开始。表 7：动态分辨率平均只用 1924 个 token，InfoVQA 为
+# 75.89（最佳固定预算 3136 个 token 时为 77.27），OCRBench 最高（866，固定预算最多 828）；表 8：M-RoPE 在视频
+# 任务上优于 1D RoPE（NextQA 46.0 对 43.9）。一个单注意力头、8 x 8 网格的小实验（8 个随机种子，复现部分 (f)）显示
+# 发布版 [16, 24, 24] 划分的代价：宽度轴只分到转得很慢的频率，模型分不清左右（准确率等于多数类），而 Qwen3-VL 的交错
+# 布局在每个种子上都能解决。`transformers` 5.23 在视频时长（秒）超过其合并后边长时违反了
+# "最大 id + 1" 的规则（§7）。
 
 # %% [markdown]
 # ## Setup
 #
 # One cell installs the course helper on Colab only (CI skips it); the next imports, seeds and picks the
 # device. Everything below runs on a CPU in well under a minute: the models are tiny random ones built from
-# configs, and the only images are the photographs that ship with matplotlib.
+# configs, the only photographs are those that ship with matplotlib, and the video is drawn in the notebook.
 
 # %% tags=["nbval-skip"]
 # Colab only: install the course helper package with its pinned versions. CI skips this cell.
@@ -126,69 +140,55 @@ print("torch", torch.__version__, "| transformers", transformers.__version__)
 # (53.7 vs 54.5) and InfoVQA (50.3 vs 50.8). Figure 5 (§3.3.2, Video-MME medium-length videos): the 72B
 # model, trained with at most 16K tokens per video, still performs robustly at inference lengths up to 80K
 # tokens.
+#
+# **Where it comes from.** Qwen-VL ([arXiv:2308.12966](https://arxiv.org/abs/2308.12966)) fed a 1.9B ViT-bigG
+# images at one fixed size (448x448 after its first stage) and squeezed them into 256 tokens with a
+# cross-attention adapter of learned queries. NaViT ([arXiv:2307.06304](https://arxiv.org/abs/2307.06304),
+# "Patch n' Pack") showed that a ViT can read images at their native aspect ratio by packing the patches of
+# many images into one sequence with per-image attention masks; Qwen2-VL's released code packs the same way
+# (`cu_seqlens` in `transformers`, block-diagonal attention, checked in §7) but replaces NaViT's factorised
+# position embeddings with 2D RoPE (§2.1),
+# RoFormer's rotary embedding ([arXiv:2104.09864](https://arxiv.org/abs/2104.09864), F2) applied to rows and
+# columns, and carries the rotation into the LLM as M-RoPE. Its ViT starts from DFN's ViT (§2.2) and is
+# the same 675M tower for the 2B, 7B and 72B models (Table 1). **What came after:** Qwen2.5-VL
+# ([arXiv:2502.13923](https://arxiv.org/abs/2502.13923), V7) aligns the temporal id with absolute time and adds
+# window attention to the ViT; Qwen3-VL interleaves the M-RoPE axes over the frequencies (the `"interleaved"`
+# layout of `shared.mrope`), so that every axis gets fast and slow pairs; compare the split of derivation 6.
 
 # %% [markdown]
 # ## Derivations
 #
+# Each derivation sits next to the code that implements it; §7 checks every piece against `transformers`
+# 5.23, the official `qwen-vl-utils` or an independent computation.
+#
 # **1. Resizing (naive dynamic resolution, §2.1).** With patch $p = 14$ and merge $m = 2$, every side must be a
 # multiple of $f = pm = 28$. For an $H \times W$ image, first round: $\bar H = f\,\mathrm{round}(H/f)$,
-# $\bar W = f\,\mathrm{round}(W/f)$. If $\bar H \bar W > P_{\max}$, shrink with
-# $\beta = \sqrt{HW / P_{\max}}$: $\bar H = f \lfloor H / (\beta f) \rfloor$ (same for $W$), so
-# $\bar H \bar W \le HW/\beta^2 = P_{\max}$. If $\bar H \bar W < P_{\min}$, grow with
-# $\beta = \sqrt{P_{\min}/(HW)}$ and round up. (The paper gives no formula; these are the official
-# `smart_resize` of `qwen_vl_utils` in QwenLM/Qwen2-VL and of `transformers`.) The LLM then sees
+# $\bar W = f\,\mathrm{round}(W/f)$ (Python's `round`: halves go to even, so 14 px rounds to 0). If
+# $\bar H \bar W > P_{\max}$, shrink with $\beta = \sqrt{HW / P_{\max}}$: $\bar H = f \lfloor H / (\beta f) \rfloor$
+# (same for $W$), so $\bar H \bar W \le HW/\beta^2 = P_{\max}$. If $\bar H \bar W < P_{\min}$, grow with
+# $\beta = \sqrt{P_{\min}/(HW)}$ and round up, so $\bar H \bar W \ge P_{\min}$. Both branches scale the two sides
+# by the same $\beta$: the aspect ratio is kept up to the rounding. The paper gives no formula; this is
+# `smart_resize` of `transformers`. The official `qwen-vl-utils` differs in two clamps (§7 shows where). The LLM
+# then sees
 #
 # $$N_{\text{tokens}} = \frac{\bar H}{28}\cdot\frac{\bar W}{28} \;(+2 \text{ for } \texttt{<|vision\_start|>}, \texttt{<|vision\_end|>}).$$
 #
-# For $224 \times 224$: $N = 8 \cdot 8 = 64$, plus 2 markers $= 66$, the paper's number (checked in §7).
+# For $224 \times 224$: $N = 8 \cdot 8 = 64$, plus 2 markers $= 66$, the paper's number (checked in §7 with the
+# image processor).
 #
-# **2. Patches are tubes.** A video frame pair and an image (two identical frames, §2.1) are cut into
-# $2 \times 14 \times 14$ tubes of $3 \cdot 2 \cdot 14 \cdot 14 = 1176$ values. A `Conv3d` with kernel = stride =
-# $(2, 14, 14)$ applied to one tube is a dot product per output channel, i.e. a linear map
-# $\mathbb{R}^{1176} \to \mathbb{R}^{1280}$ (checked in §7).
-#
-# **3. 2D RoPE in the ViT.** Of the $d/2$ rotated pairs of a head, the first $d/4$ turn by the patch row $h$
-# and the other $d/4$ by the column $w$, both with the same $d/4$ frequencies $\theta_i = 10000^{-4i/d}$. The rotation is block diagonal, $R(h, w) = R_h(h) \oplus R_w(w)$, and each block
-# satisfies $R(a)^\top R(b) = R(b - a)$, so
-#
-# $$\langle R(h_1, w_1) q,\, R(h_2, w_2) k \rangle = q^\top R_h(h_2 - h_1) \oplus R_w(w_2 - w_1)\, k,$$
-#
-# a score that depends only on the 2D offset, at any image size: nothing to interpolate (checked in §7).
-#
-# **4. The 2x2 merger (§2.1).** The 4 patch features $x_1..x_4 \in \mathbb{R}^{1280}$ of a $2 \times 2$ block are
-# layer-normed, concatenated and passed through an MLP:
-# $z = W_2\,\mathrm{GELU}(W_1 [\mathrm{LN}(x_1); \dots; \mathrm{LN}(x_4)] + b_1) + b_2$, with
-# $W_1 \in \mathbb{R}^{5120 \times 5120}$, $W_2 \in \mathbb{R}^{d_{\text{LLM}} \times 5120}$. Its size is
-# $2 \cdot 1280 + 5120^2 + 5120 + 5120\, d_{\text{LLM}} + d_{\text{LLM}}$: 44.6M for the 7B ($d_{\text{LLM}} = 3584$).
-#
-# **5. M-RoPE (§2.1).** Every LLM token gets ids $(p_t, p_h, p_w)$: text $(n, n, n)$; a vision token at merged
-# cell $(t, h, w)$ of a block starting at $s$ gets $(s + t, s + h, s + w)$, where an image has the single
-# temporal cell $t = 0$; every block starts at $s = 1 + $ the largest id so far. Rotary frequency $i$ of
-# $\theta_i = \text{base}^{-2i/d}$ rotates by $p_{a(i)}\theta_i$, where the section $[16, 24, 24]$ of the 64
-# frequencies (head dim 128; `mrope_section` in the released `config.json`, not given in the paper) assigns the
-# first 16 to $t$, the next 24 to $h$, the last 24 to $w$. For text
-# $p_t = p_h = p_w = n$, so every frequency rotates by $n\theta_i$: **exactly 1D RoPE** (checked in §7).
-#
-# **6. ViT size (Table 1: 675M).** Width 1280, 32 blocks, MLP ratio 4: each block has
-# $2 \cdot 2 \cdot 1280$ (LayerNorms) $+ 1280 \cdot 3840 + 3840$ (qkv) $+ 1280^2 + 1280$ (out)
-# $+ 2 (1280 \cdot 5120) + 5120 + 1280$ (MLP) $= 19{,}677{,}440$ parameters; 32 blocks give 629.7M, the patch
-# embedding $1176 \cdot 1280 = 1.5$M, the merger 44.6M: 675.8M in all (checked in §8).
-
-# %% [markdown]
-# ## Walkthrough
-#
-# ### 6.1 How many tokens does a real photograph cost?
-#
-# `smart_resize` from the equations of derivation 1, with the `transformers` image processor's class defaults:
-# at least $56^2$ pixels (4 tokens), at most $28^2 \cdot 1280$ pixels (1280 tokens). The released checkpoints'
-# `preprocessor_config.json` keep the minimum but raise `max_pixels` to $16384 \cdot 28^2$, the cap of §3.3.1.
+# **Limits: the processor's class defaults are not the model's.** `Qwen2VLImageProcessor` defaults to
+# $P_{\min} = 56^2$ (4 tokens) and $P_{\max} = 28^2 \cdot 1280$ (1280 tokens). The released checkpoints'
+# `preprocessor_config.json` ([Qwen2-VL-7B-Instruct](https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct/blob/main/preprocessor_config.json))
+# set `min_pixels` 3136 $= 4 \cdot 28^2$ and `max_pixels` 12845056 $= 16384 \cdot 28^2$ ("the default range for
+# the number of visual tokens per image in the model is 4-16384", model card), the same 16384 as the paper's
+# ablation cap (§3.3.1) and as `qwen-vl-utils`.
 
 # %%
 def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56 * 56,
                  max_pixels: int = 28 * 28 * 1280) -> tuple[int, int]:
-    """Sides (multiples of `factor`) the image is resized to (derivation 1)."""
+    """Sides (multiples of `factor`) the image is resized to (derivation 1, transformers' version)."""
     h_bar, w_bar = round(height / factor) * factor, round(width / factor) * factor  # nearest multiples
-    if h_bar * w_bar > max_pixels:  # too big: shrink by beta, round down
+    if h_bar * w_bar > max_pixels:  # too big: shrink by beta, round down (at least one factor)
         beta = math.sqrt(height * width / max_pixels)
         h_bar = max(factor, math.floor(height / beta / factor) * factor)
         w_bar = max(factor, math.floor(width / beta / factor) * factor)
@@ -199,36 +199,21 @@ def smart_resize(height: int, width: int, factor: int = 28, min_pixels: int = 56
     return h_bar, w_bar
 
 
-# %% [markdown]
-# The photographs that ship with matplotlib (`mpl-data/sample_data`), and common camera sizes. Only
-# `grace_hopper.jpg` is a photograph; `logo2.png` (a wide logo) shows the aspect ratio being kept.
-
-# %%
-sample_dir = Path(matplotlib.get_data_path()) / "sample_data"
-print("matplotlib sample images:", sorted(p.name for p in sample_dir.glob("*.[jp][pn]g")))
-photo = Image.open(sample_dir / "grace_hopper.jpg").convert("RGB")
-logo = Image.open(sample_dir / "logo2.png").convert("RGB")
-
-sizes = {  # name: (height, width)
-    "grace_hopper.jpg": (photo.height, photo.width),
-    "logo2.png": (logo.height, logo.width),
-    "224 x 224 (paper §2.1)": (224, 224),
-    "VGA 480 x 640": (480, 640),
-    "Full HD 1080 x 1920": (1080, 1920),
-    "12 MP phone 3024 x 4032": (3024, 4032),
-}
-print(f"{'image':26s} {'H x W':>11s} -> {'resized':>11s}  tokens  (fixed 448x448 would give 256)")
-for name, (h, w) in sizes.items():
-    rh, rw = smart_resize(h, w)
-    print(f"{name:26s} {h:>5d} x {w:<5d}-> {rh:>5d} x {rw:<5d}  {(rh // 28) * (rw // 28):>5d}")
+PROCESSOR_DEFAULT = dict(min_pixels=56 * 56, max_pixels=28 * 28 * 1280)  # transformers class defaults
+RELEASED = dict(min_pixels=3136, max_pixels=12845056)  # Qwen2-VL-*-Instruct preprocessor_config.json
+for name, lim in [("class defaults", PROCESSOR_DEFAULT), ("released", RELEASED)]:
+    print(f"{name:14s}: {lim['min_pixels']:>8d} .. {lim['max_pixels']:>8d} pixels = "
+          f"{lim['min_pixels'] / 28**2:g} .. {lim['max_pixels'] / 28**2:g} merged tokens of 28 x 28 pixels")
 
 # %% [markdown]
-# ### 6.2 Pixels to patches: the processor's layout
-#
-# Resize with bicubic interpolation, scale to $[0, 1]$, normalise with the CLIP mean and std (the processor's
-# defaults), duplicate the frame (derivation 2), and cut into $2 \times 14 \times 14$ tubes. The order of the
-# rows matters: the 4 patches of each $2 \times 2$ merge block are consecutive, so that the merger can fuse
-# them with a plain `view`. Each row is flattened as (channel, frame, row, column).
+# **2. Patches are tubes.** A video frame pair and an image (two identical frames, §2.1) are cut into
+# $2 \times 14 \times 14$ tubes of $3 \cdot 2 \cdot 14 \cdot 14 = 1176$ values. A `Conv3d` with kernel = stride =
+# $(2, 14, 14)$ applied to one tube is a dot product per output channel, i.e. a linear map
+# $\mathbb{R}^{1176} \to \mathbb{R}^{1280}$ (checked in §7 against `PatchEmbed`, and against a real `Conv3d` over
+# a whole video). The processor resizes with bicubic interpolation, scales to $[0, 1]$, normalises with the CLIP
+# mean and std, and orders the rows so that the 4 patches of each $2 \times 2$ merge block are consecutive: the
+# merger can then fuse them with a plain `view`. Each row is flattened as (channel, frame, row, column). A
+# video of $T$ sampled frames becomes $T/2$ temporal patches; an image is the case $T = 2$ with two equal frames.
 
 # %%
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
@@ -236,11 +221,15 @@ CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 PATCH, MERGE, TEMPORAL = 14, 2, 2
 
 
-def preprocess(image: Image.Image) -> torch.Tensor:
-    """Resized, normalised image (3, H', W') float32 (derivation 1)."""
-    h, w = smart_resize(image.height, image.width)
-    x = np.asarray(image.resize((w, h), Image.BICUBIC), dtype=np.float32) / 255.0  # (H', W', 3)
+def normalise(frame: Image.Image, size: tuple[int, int]) -> torch.Tensor:
+    """PIL frame -> resized (bicubic), scaled, CLIP-normalised (3, H', W') float32; size = (H', W')."""
+    x = np.asarray(frame.resize((size[1], size[0]), Image.BICUBIC), dtype=np.float32) / 255.0  # (H', W', 3)
     return torch.from_numpy((x - CLIP_MEAN) / CLIP_STD).permute(2, 0, 1)  # (3, H', W')
+
+
+def preprocess(image: Image.Image) -> torch.Tensor:
+    """An image at its smart_resize size (derivation 1), (3, H', W')."""
+    return normalise(image, smart_resize(image.height, image.width))
 
 
 def patchify(frames: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -253,19 +242,18 @@ def patchify(frames: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
     return x.reshape(t * gh * gw, C * TEMPORAL * PATCH * PATCH), [t, gh, gw]
 
 
-photo_pixels = preprocess(photo)  # (3, 588, 504)
-photo_rows, photo_grid = patchify(torch.stack([photo_pixels, photo_pixels]))  # an image is 2 identical frames
-logo_rows, logo_grid = patchify(torch.stack([preprocess(logo)] * 2))
-pixel_values = torch.cat([photo_rows, logo_rows])  # (1512 + 380, 1176): images packed into one sequence
-grid_thw = torch.tensor([photo_grid, logo_grid])
-print("pixel_values", tuple(pixel_values.shape), "| grid_thw", grid_thw.tolist())
-
 # %% [markdown]
-# ### 6.3 The vision tower's 2D RoPE
+# **3. 2D RoPE in the ViT.** Of the $d/2$ rotated pairs of a head, the first $d/4$ turn by the patch row $h$
+# and the other $d/4$ by the column $w$, both with the same $d/4$ frequencies $\theta_i = 10000^{-4i/d}$. The
+# rotation is block diagonal, $R(h, w) = R_h(h) \oplus R_w(w)$, and each block satisfies $R(a)^\top R(b) = R(b - a)$,
+# so
 #
-# Each patch's (row, column) in the same merge-block order as the rows above, then the tables of derivation 3.
-# In the rotate-half layout of F2, dim $j$ pairs with $j + d/2$, so the angle vector is
-# [row angles, column angles] written twice.
+# $$\langle R(h_1, w_1) q,\, R(h_2, w_2) k \rangle = q^\top \big(R_h(h_2 - h_1) \oplus R_w(w_2 - w_1)\big)\, k,$$
+#
+# a score that depends only on the 2D offset, at any image size: nothing to interpolate (checked in §7). Each
+# patch's (row, column) is listed in the same merge-block order as the rows of derivation 2; every temporal
+# patch of a video repeats the same coordinates (time enters only in the LLM). In the rotate-half layout of
+# F2, dim $j$ pairs with $j + d/2$, so the angle vector is [row angles, column angles] written twice.
 
 # %%
 def vit_positions(grid: torch.Tensor) -> torch.Tensor:
@@ -286,17 +274,18 @@ def vit_rope(pos: torch.Tensor, head_dim: int, base: float = 10000.0) -> tuple[t
     return angles.cos(), angles.sin()
 
 
-vit_pos = vit_positions(grid_thw)
-print("first 8 patch positions (row, col):", vit_pos[:8].tolist())
+print("first 8 patch positions (row, col) of a 4x6 grid:", vit_positions(torch.tensor([[1, 4, 6]]))[:8].tolist())
 
 # %% [markdown]
-# ### 6.4 The ViT forward and the 2x2 merger
-#
-# A Qwen2-VL ViT block is the pre-norm block of V1 with LayerNorm, a `quick_gelu` MLP, and 2D RoPE on $q$ and
-# $k$; each image (and each temporal patch of a video) attends only to itself: the packed sequence is
-# block-diagonal, as `transformers` builds it from `grid_thw` (`get_vision_cu_seqlens`). The merger (derivation 4)
-# layer-norms the patches, views each 4 consecutive rows as one vector of $4 \cdot 1280$, and applies the MLP.
-# The function reads the weights of a `transformers` tower, so that §7 can compare the outputs.
+# **4. The ViT block and the 2x2 merger (§2.1).** A Qwen2-VL ViT block is the pre-norm block of V1 with
+# LayerNorm, a `quick_gelu` MLP ($x\,\sigma(1.702x)$) and 2D RoPE on $q$ and $k$. Each image, and each temporal
+# patch of a video, attends only to itself: the packed sequence is block-diagonal, as `transformers` builds it
+# from `grid_thw` (`cu_seqlens`: one segment per temporal patch). The merger layer-norms the 4 patch features
+# $x_1..x_4 \in \mathbb{R}^{1280}$ of a $2 \times 2$ block, concatenates them and applies an MLP:
+# $z = W_2\,\mathrm{GELU}(W_1 [\mathrm{LN}(x_1); \dots; \mathrm{LN}(x_4)] + b_1) + b_2$, with
+# $W_1 \in \mathbb{R}^{5120 \times 5120}$, $W_2 \in \mathbb{R}^{d_{\text{LLM}} \times 5120}$. Its size is
+# $2 \cdot 1280 + 5120^2 + 5120 + 5120\, d_{\text{LLM}} + d_{\text{LLM}}$: 44.6M for the 7B ($d_{\text{LLM}} = 3584$).
+# The function reads the weights of a `transformers` tower so that §7 can compare the outputs.
 
 # %%
 def merger(x: torch.Tensor, m) -> torch.Tensor:
@@ -328,12 +317,20 @@ def vit_forward(tower, pixel_values: torch.Tensor, grid: torch.Tensor) -> tuple[
 
 
 # %% [markdown]
-# ### 6.5 M-RoPE position ids for one sequence
+# **5. M-RoPE position ids (§2.1).** Every LLM token gets ids $(p_t, p_h, p_w)$: text $(n, n, n)$; a vision token
+# at merged cell $(t, h, w)$ of a block starting at $s$ gets $(s + t, s + h, s + w)$, where an image has the single
+# temporal cell $t = 0$ and a video one cell per temporal patch (one per second at 2 fps). The paper: "position
+# numbering for each modality is initialized by incrementing the maximum position ID of the preceding modality
+# by one", so every block starts at $s = 1 + $ the largest id so far. For an image block of merged size
+# $H' \times W'$ the largest id is $s + \max(H', W') - 1$; for a video of $T$ temporal patches it is
+# $s + \max(T, H', W') - 1$. `0` marks text, `1` image and `2` video tokens (`mm_token_type_ids` in
+# `transformers`); `shared.mrope.mrope_position_ids` does the same for padded batches.
 #
-# Derivation 5 for a single sequence: walk over runs of text and vision blocks; text gets consecutive equal
-# ids, a vision block gets its merged grid coordinates offset by its start; each block starts at the largest
-# id so far + 1. `0` marks text, `1` image and `2` video tokens (`mm_token_type_ids` in `transformers`). The
-# course's `shared.mrope.mrope_position_ids` does the same for padded batches.
+# **`rope_deltas`.** After the prompt, generation only adds text, one id per token on all three axes. The next
+# id is $1 + $ the largest id, which is smaller than the prompt length $L$ because a vision block of $N$ tokens
+# uses only about $\max(T, H', W')$ distinct ids. Decoding therefore adds a per-sequence constant to the plain
+# token index: new token $j \ge L$ gets id $j + \delta$ with $\delta = \max(\text{ids}) + 1 - L$ (negative),
+# which `get_rope_index` returns as `rope_deltas` and the model caches for generation.
 
 # %%
 def mrope_ids(types: list[int], grids: list[list[int]]) -> torch.Tensor:
@@ -354,22 +351,23 @@ def mrope_ids(types: list[int], grids: list[list[int]]) -> torch.Tensor:
     return torch.cat(cols, dim=1)
 
 
-# A chat turn: text, an image (1 x 4 x 6 patches -> 2 x 3 tokens), text, a 2 s video at 2 fps (4 frames ->
-# 2 temporal patches of 4 x 6 patches -> 2 x 2 x 3 tokens), text. Tokens 3 and 14 stand for <|vision_start|>,
-# 10 and 27 for <|vision_end|>.
-types = [0] * 4 + [1] * 6 + [0] * 5 + [2] * 12 + [0] * 4
-grids = [[1, 4, 6], [2, 4, 6]]
-ids = mrope_ids(types, grids)
-print("temporal:", ids[0].tolist())
-print("height:  ", ids[1].tolist())
-print("width:   ", ids[2].tolist())
+def rope_delta(ids: torch.Tensor) -> int:
+    """rope_deltas of derivation 5: largest id + 1 - prompt length."""
+    return int(ids.max()) + 1 - ids.shape[-1]
+
 
 # %% [markdown]
-# ### 6.6 M-RoPE cos/sin tables
-#
-# Derivation 5's angles: compute a 1D RoPE angle table for each of the three id rows, then let frequency $i$
-# take the row of its section ($[16, 24, 24]$ for head dim 128). On text the three rows are equal, so the
-# result cannot differ from 1D RoPE.
+# **6. The M-RoPE frequencies and the $[16, 24, 24]$ split.** The LLM's head dimension is 128, so RoPE rotates 64
+# pairs with $\theta_i = \text{base}^{-2i/128}$, $\text{base} = 10^6$, $i = 0..63$ (fast to slow). M-RoPE lets pair
+# $i$ rotate by $p_{a(i)}\theta_i$, where `mrope_section` $= [16, 24, 24]$ (released `config.json`, not given in
+# the paper) gives the first 16 pairs to $t$, the next 24 to $h$, the last 24 to $w$. On text
+# $p_t = p_h = p_w = n$, so every pair rotates by $n\theta_i$: **exactly 1D RoPE** (checked bit for bit in §7).
+# Since the frequencies fall geometrically, the split also decides *which wavelengths* $\lambda_i = 2\pi/\theta_i$
+# each axis gets: time the 16 fastest ($\lambda$ from 6.3 to 160 ids), height the middle 24 (199 to about
+# 28 000), width the 24 slowest (about 35 000 to 5 million). The score between two tokens depends on their offset
+# only through $\cos(\Delta p_a \theta_i)$ and $\sin(\Delta p_a\theta_i)$ (F2), so an offset of $\Delta$ columns
+# moves the width pairs by at most $\Delta\,\theta_{40} = \Delta \cdot 1.8 \times 10^{-4}$ rad. The walkthrough
+# prints and plots what this means for a real photo.
 
 # %%
 def mrope_tables(ids: torch.Tensor, head_dim: int = 128, base: float = 1e6,
@@ -383,17 +381,296 @@ def mrope_tables(ids: torch.Tensor, head_dim: int = 128, base: float = 1e6,
     return emb.cos(), emb.sin()
 
 
-cos_m, sin_m = mrope_tables(ids)
+theta_llm = rope_inv_freq(128, 1e6).double()  # (64,) the LLM's frequencies
+wavelength = 2 * math.pi / theta_llm  # (64,) ids per full turn
+axis_of = torch.repeat_interleave(torch.arange(3), torch.tensor([16, 24, 24]))  # (64,)
+for a, name in enumerate(["temporal", "height", "width"]):
+    lam = wavelength[axis_of == a]
+    print(f"{name:8s} pairs {int((axis_of < a).sum()):2d}-{int((axis_of <= a).sum()) - 1:2d}: wavelength "
+          f"{lam.min():11.1f} to {lam.max():11.1f} ids")
+
+# %% [markdown]
+# **7. ViT size (Table 1: 675M) and cost.** Width 1280, 32 blocks, MLP ratio 4: each block has
+# $2 \cdot 2 \cdot 1280$ (LayerNorms) $+ 1280 \cdot 3840 + 3840$ (qkv) $+ 1280^2 + 1280$ (out)
+# $+ 2 (1280 \cdot 5120) + 5120 + 1280$ (MLP) $= 19{,}677{,}440$ parameters; 32 blocks give 629.7M, the patch
+# embedding $1176 \cdot 1280 = 1.5$M, the merger 44.6M: 675.8M in all (checked in §8 on the meta device).
+# **FLOPs**, counting a multiply-add as 2: a transformer with $P$ parameters in its linear layers spends $2nP$ on
+# $n$ tokens, plus $4n^2 d$ per layer for the scores $QK^\top$ and the mix $AV$ ($d$ the attention width, the full
+# $n \times n$ matrix as a dense kernel computes it; a causal kernel can skip about half). The ViT sees
+# $n = 4N$ patches for $N$ LLM tokens and attends over the whole image (Qwen2-VL has no windowed attention), so
+# its quadratic term grows with the square of the pixel count; §6.3 prints it against the LLM's.
+
+# %% [markdown]
+# ## Walkthrough
+#
+# ### 6.1 How many tokens does a real photograph cost?
+#
+# Derivation 1 on the photographs that ship with matplotlib (`mpl-data/sample_data`; only `grace_hopper.jpg`
+# is a photograph, `logo2.png` is a wide logo) and on common camera sizes, once with the processor's class
+# defaults and once with the released limits. "kept" is the share of the original pixels that survive.
+
+# %%
+sample_dir = Path(matplotlib.get_data_path()) / "sample_data"
+print("matplotlib sample images:", sorted(p.name for p in sample_dir.glob("*.[jp][pn]g")))
+photo = Image.open(sample_dir / "grace_hopper.jpg").convert("RGB")
+logo = Image.open(sample_dir / "logo2.png").convert("RGB")
+
+sizes = {  # name: (height, width)
+    "grace_hopper.jpg": (photo.height, photo.width),
+    "logo2.png": (logo.height, logo.width),
+    "224 x 224 (paper §2.1)": (224, 224),
+    "VGA 480 x 640": (480, 640),
+    "Full HD 1080 x 1920": (1080, 1920),
+    "12 MP phone 3024 x 4032": (3024, 4032),
+}
+print(f"{'image':24s} {'H x W':>11s} | {'class defaults (4..1280)':>28s} | {'released (4..16384)':>28s}")
+for name, (h, w) in sizes.items():
+    cells = []
+    for lim in (PROCESSOR_DEFAULT, RELEASED):
+        rh, rw = smart_resize(h, w, **lim)
+        cells.append(f"{rh:>4d} x {rw:<4d} {rh * rw // 28**2:>5d} tok {min(1, rh * rw / (h * w)):>4.0%} kept")
+    print(f"{name:24s} {h:>5d} x {w:<5d}| {cells[0]:>28s} | {cells[1]:>28s}")
+
+# %% [markdown]
+# A 12-megapixel phone photo costs 1230 + 2 tokens at 8% of its pixels under the class defaults, and 15552 + 2
+# tokens at full resolution under the released limits (it is just under $16384 \cdot 28^2$ pixels). Which one a
+# user gets depends on the processor config loaded, not on the model.
+#
+# ### 6.2 Pixels to patches: two images packed into one sequence
+#
+# Derivation 2 on the two sample images: resize, normalise, duplicate the frame, cut into tubes, and
+# concatenate the rows of both images into one packed sequence (NaViT-style; `grid_thw` records where each
+# image starts).
+
+# %%
+photo_pixels = preprocess(photo)  # (3, 588, 504)
+photo_rows, photo_grid = patchify(torch.stack([photo_pixels, photo_pixels]))  # an image is 2 identical frames
+logo_rows, logo_grid = patchify(torch.stack([preprocess(logo)] * 2))
+pixel_values = torch.cat([photo_rows, logo_rows])  # (1512 + 380, 1176): images packed into one sequence
+grid_thw = torch.tensor([photo_grid, logo_grid])
+vit_pos = vit_positions(grid_thw)  # (1892, 2) (row, col) per patch, derivation 3
+print("pixel_values", tuple(pixel_values.shape), "| grid_thw", grid_thw.tolist(),
+      "| LLM tokens per image", (grid_thw.prod(-1) // MERGE**2).tolist())
+
+# %% [markdown]
+# ### 6.3 What the ViT costs next to the LLM
+#
+# Derivation 7's FLOPs for the released sizes, with the parameters counted from `transformers` modules built on
+# the meta device (no memory, no download): the ViT from `Qwen2VLVisionConfig` defaults (the released values,
+# see §8 (d)), the LLMs from the released `config.json` shapes of Qwen2-VL-2B / 7B / 72B (hidden 1536 / 3584 /
+# 8192, 28 / 28 / 80 layers, MLP 8960 / 18944 / 29568, 12 / 28 / 64 query heads, 2 / 4 / 8 key-value heads).
+# Only the image's own tokens are counted (no text), at the released limits.
+
+# %%
+from transformers import Qwen2Config
+from transformers.models.qwen2.modeling_qwen2 import Qwen2Model
+from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
+from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
+
+
+def linear_params(module: torch.nn.Module) -> int:
+    """Weights and biases of every nn.Linear (and the patch Conv3d) in a module: the 2nP part of the FLOPs."""
+    return sum(p.numel() for m in module.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv3d)
+               for p in m.parameters(recurse=False))
+
+
+LLM_SHAPES = {"2B": (1536, 28, 8960, 12, 2), "7B": (3584, 28, 18944, 28, 4), "72B": (8192, 80, 29568, 64, 8)}
+llm_cost = {}  # name: (linear params, layers, attention width)
+with torch.device("meta"):
+    vit_meta = Qwen2VisionTransformerPretrainedModel(Qwen2VLVisionConfig())  # the 7B's tower (merger -> 3584)
+    for llm, (hid, layers, mlp, heads, kv) in LLM_SHAPES.items():
+        lm = Qwen2Model(Qwen2Config(hidden_size=hid, num_hidden_layers=layers, intermediate_size=mlp,
+                                    num_attention_heads=heads, num_key_value_heads=kv, vocab_size=152064))
+        llm_cost[llm] = (linear_params(lm.layers), layers, hid)  # embeddings cost no FLOPs (a lookup)
+vit_merger = linear_params(vit_meta.merger)  # runs on the n/4 merged tokens, the rest on the n patches
+vit_lin, vit_layers, vit_d = linear_params(vit_meta) - vit_merger, 32, 1280
+
+
+def gflops(n_tokens: int, lin: int, layers: int, d: int) -> tuple[float, float]:
+    """(linear, attention) forward GFLOPs of n tokens: 2 n P and layers * 4 n^2 d (derivation 7)."""
+    return 2 * n_tokens * lin / 1e9, layers * 4 * n_tokens**2 * d / 1e9
+
+
+print(f"{'image':24s} {'patches':>8s} {'tokens':>7s} {'ViT lin':>9s} {'ViT attn':>9s} | "
+      f"{'LLM 2B':>8s} {'LLM 7B':>8s} {'LLM 72B':>8s}   (GFLOPs)")
+for name in ["224 x 224 (paper §2.1)", "VGA 480 x 640", "Full HD 1080 x 1920", "12 MP phone 3024 x 4032"]:
+    rh, rw = smart_resize(*sizes[name], **RELEASED)
+    n_patch = (rh // 14) * (rw // 14)
+    v_lin, v_att = gflops(n_patch, vit_lin, vit_layers, vit_d)
+    v_lin += gflops(n_patch // 4, vit_merger, 0, 0)[0]
+    lms = [sum(gflops(n_patch // 4, *llm_cost[k])) for k in LLM_SHAPES]
+    print(f"{name:24s} {n_patch:>8d} {n_patch // 4:>7d} {v_lin:>9.0f} {v_att:>9.0f} | "
+          + " ".join(f"{x:>8.0f}" for x in lms))
+
+# %% [markdown]
+# Per LLM token the ViT's linear layers cost about $4 \cdot 2 \cdot 0.63\text{G} \approx 5$ GFLOPs (4 patches
+# through 631M parameters), against about 13 for the 7B LLM and 2.6 for the 2B: at 224 x 224 the same 675M tower
+# costs 0.4 times what the 7B LLM spends on the image's tokens and twice what the 2B LLM does. Its full attention
+# grows with the square of the patch count: at Full HD the ViT already costs about as much as the 7B LLM, and at
+# 12 megapixels (62208 patches) its attention alone is about 630 TFLOPs, twice the 7B LLM's 300. That is the cost
+# Qwen2.5-VL attacked with window attention in the ViT (V7).
+#
+# ### 6.4 M-RoPE position ids for one sequence
+#
+# Derivation 5 for a chat turn: text, an image (1 x 4 x 6 patches -> 2 x 3 tokens), text, a 2 s video at 2 fps
+# (4 frames -> 2 temporal patches of 4 x 6 patches -> 2 x 2 x 3 tokens), text. Tokens 3 and 14 stand for
+# `<|vision_start|>`, 10 and 27 for `<|vision_end|>` (they are text tokens).
+
+# %%
+types = [0] * 4 + [1] * 6 + [0] * 5 + [2] * 12 + [0] * 4
+grids = [[1, 4, 6], [2, 4, 6]]
+ids = mrope_ids(types, grids)  # (3, 31)
+print("temporal:", ids[0].tolist())
+print("height:  ", ids[1].tolist())
+print("width:   ", ids[2].tolist())
+print(f"largest id {int(ids.max())}, length {len(types)}: rope_deltas = {rope_delta(ids)}, so the first generated "
+      f"token (index {len(types)}) gets id {len(types) + rope_delta(ids)}")
+
+# %% [markdown]
+# ### 6.5 M-RoPE cos/sin tables and what the [16, 24, 24] split means
+#
+# Derivation 6's tables for the sequence of 6.4 (on text the three rows are equal, so the result cannot differ
+# from 1D RoPE), then the wavelength of each of the 64 pairs coloured by the axis that drives it, against the
+# offsets a real input produces: the 12 MP photo's 108 merged rows and 144 columns, and a 16384-token context.
+
+# %%
+cos_m, sin_m = mrope_tables(ids)  # (31, 128) each
 print("cos table", tuple(cos_m.shape))
+
+fig, ax = plt.subplots(figsize=(7, 3.4))
+colors = ["tab:green", "tab:blue", "tab:orange"]
+for a, name in enumerate(["temporal (16 pairs)", "height (24)", "width (24)"]):
+    idx = torch.nonzero(axis_of == a).squeeze(1)
+    ax.scatter(idx, wavelength[idx], s=12, color=colors[a], label=name)
+for y in (108, 144, 16384):
+    ax.axhline(y, color="grey", lw=0.8, ls=":")
+ax.text(63, 144 * 1.3, "108 rows, 144 columns (12 MP photo)", ha="right", fontsize=7, color="grey")
+ax.text(63, 16384 * 1.3, "16384 tokens", ha="right", fontsize=7, color="grey")
+ax.set(yscale="log", xlabel="rotary pair i (theta_i = 1e6^(-i/64))", ylabel="wavelength 2 pi / theta_i (ids)",
+       title="M-RoPE: which wavelengths each axis gets (mrope_section [16, 24, 24])")
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+span = {"temporal": 120, "height": 108, "width": 144}  # a 2-minute video's seconds; the photo's rows, columns
+for a, name in enumerate(span):
+    fastest = theta_llm[axis_of == a].max().item()
+    print(f"{name:8s}: fastest pair turns {fastest:.2e} rad per id; across {span[name]:3d} ids: "
+          f"{span[name] * fastest:7.3f} rad")
+
+# %% [markdown]
+# The temporal axis gets the fastest pairs: neighbouring seconds differ by up to 1 rad. The height axis still
+# turns about 3.4 rad across a 108-row photo, but the width axis gets only the 24 slowest pairs: across the
+# photo's 144 columns its fastest pair turns by 0.026 rad, so left-right offsets inside an image reach the score
+# only through very small rotations (at any $|q||k|$, the change of $q^\top R(\Delta)k$ is at most
+# $|q||k|\,\Delta\theta$). On text nothing of this matters (all three axes carry the same id). This imbalance is
+# a property of the released section, not of M-RoPE as such; Qwen3-VL's interleaved layout gives every axis
+# fast and slow pairs. Reproduction (f) trains a toy to see what the slow width pairs cost.
+#
+# ### 6.6 The special tokens
+#
+# The processor writes one placeholder per image or video and expands it to one `<|image_pad|>` (or
+# `<|video_pad|>`) per merged token, $t \cdot h \cdot w / 4$ of them, between `<|vision_start|>` and
+# `<|vision_end|>`. The model replaces the embeddings at the pad positions with the merger's outputs (in order),
+# and `mm_token_type_ids` (1 at image pads, 2 at video pads, 0 elsewhere, the markers included) tells
+# `get_rope_index` where the vision blocks are. The ids are the `Qwen2VLConfig` defaults, which are those of
+# the released tokenizer:
+
+# %%
+from transformers import Qwen2VLConfig
+
+qcfg = Qwen2VLConfig()
+special = {"<|vision_start|>": qcfg.vision_start_token_id, "<|vision_end|>": qcfg.vision_end_token_id,
+           "<|image_pad|>": qcfg.image_token_id, "<|video_pad|>": qcfg.video_token_id}
+print(special)
+n_photo = int(grid_thw[0].prod()) // MERGE**2
+prompt = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Who is this?<|im_end|>\n"
+expanded = prompt.replace("<|image_pad|>", "<|image_pad|>" * n_photo)
+print(f"grace_hopper.jpg: grid {grid_thw[0].tolist()} -> {n_photo} x <|image_pad|>; prompt grows from "
+      f"{len(prompt)} to {len(expanded)} characters, {expanded.count('<|image_pad|>')} pads")
+
+# %% [markdown]
+# ### 6.7 A real video pipeline on generated frames
+#
+# A 3-second clip at 30 fps, 224 x 224, a red square moving left to right, drawn here. The official
+# `qwen-vl-utils` (0.0.14, `vision_process.py`, transcribed below because it imports `torchvision`, which the
+# course does not install) samples `nframes` $=$ duration $\times$ 2 fps, rounded down to an even number and at
+# least 4 (`smart_nframes`), at `linspace(0, total - 1, nframes).round()`; it resizes every frame with
+# `smart_resize` between `VIDEO_MIN_TOKEN_NUM` $= 128$ and `VIDEO_MAX_TOKEN_NUM` $= 768$ tokens' worth of
+# pixels (further capped by a total budget of $0.9 \cdot 128000 \cdot 28^2$ pixels over all frames). Each pair
+# of frames is one temporal patch (derivation 2), so the clip becomes $T = 3$ temporal patches: one per second.
+
+# %%
+FPS, FPS_MIN_FRAMES = 2.0, 4  # qwen-vl-utils defaults
+fps_in, seconds, side = 30, 3, 224
+n_in = fps_in * seconds
+canvas = np.full((n_in, side, side, 3), 235, dtype=np.uint8)  # (90, 224, 224, 3) light grey
+for f in range(n_in):
+    x0 = int(8 + f * (side - 56) / (n_in - 1))  # the square moves left to right
+    canvas[f, 84:140, x0:x0 + 40] = (200, 30, 30)
+
+min_frames, max_frames = FPS_MIN_FRAMES, min(768, n_in) // 2 * 2  # smart_nframes' bounds (even)
+nframes = math.floor(min(max(n_in / fps_in * FPS, min_frames), max_frames, n_in) / 2) * 2  # 3 s x 2 fps = 6
+frame_idx = torch.linspace(0, n_in - 1, nframes).round().long()  # qwen-vl-utils' sampling
+total_pixels = 128000 * 28 * 28 * 0.9
+vmin = 128 * 28 * 28
+vmax = max(min(768 * 28 * 28, total_pixels / nframes * 2), int(vmin * 1.05))
+vh, vw = smart_resize(side, side, min_pixels=vmin, max_pixels=int(vmax))  # 64 tokens' worth < 128: grows to 336
+# (our smart_resize equals qwen-vl-utils' for sides above 14 px, §7)
+video = torch.stack([normalise(Image.fromarray(canvas[i]), (vh, vw)) for i in frame_idx.tolist()])  # (6,3,336,336)
+video_rows, video_grid = patchify(video)  # (3 * 24 * 24, 1176), [3, 24, 24]
+video_grid_thw = torch.tensor([video_grid])
+n_video = int(video_grid_thw.prod()) // MERGE**2
+print(f"{n_in} frames at {fps_in} fps -> sample {nframes} at 2 fps: frames {frame_idx.tolist()}")
+print(f"each frame {side}x{side} -> {vh}x{vw} (at least 128 tokens per frame); rows {tuple(video_rows.shape)}, "
+      f"grid_thw {video_grid}, {n_video} LLM tokens")
+
+video_types = [0] * 5 + [2] * n_video + [0] * 6  # "<|im_start|>user\n<|vision_start|>", video, question
+video_ids = mrope_ids(video_types, [video_grid])
+vt = video_ids[0, 5:5 + n_video].reshape(video_grid[0], -1)  # temporal ids per temporal patch
+print("temporal id of each temporal patch:", vt[:, 0].tolist(), "| text after the video starts at",
+      int(video_ids[0, 5 + n_video]), "| rope_deltas", rope_delta(video_ids))
+
+fig, axes = plt.subplots(1, nframes, figsize=(9, 1.8))
+for k, (axk, i) in enumerate(zip(axes, frame_idx.tolist(), strict=True)):
+    axk.imshow(canvas[i])
+    axk.set_title(f"frame {i}\ntemporal patch {k // 2}", fontsize=7)
+    axk.axis("off")
+plt.suptitle("the 6 frames sampled at 2 fps; each pair is one 2x14x14 tube deep", fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ### 6.8 Training stages and data (§2.2)
+#
+# "Following Qwen-VL, we adopt a three-stage training methodology" (§2.2):
+#
+# | stage | trained | data | tokens |
+# |---|---|---|---|
+# | 1. ViT pre-training | the ViT only | image-text pairs, OCR, image classification: "image-text relationships, textual content recognition within images through OCR, and image classification" | about 600B |
+# | 2. full pre-training | all parameters | more mixed image-text content, VQA and multi-task datasets, pure text | 800B more (1.4T in all) |
+# | 3. instruction fine-tuning | the LLM (ViT frozen) | ChatML instruction data: pure-text dialogues and multimodal conversations (image QA, document parsing, multi-image comparison, video comprehension, video-stream dialogue, agent interactions) | not given |
+#
+# The LLM starts from Qwen2 and the ViT from DFN's ViT, whose fixed position embedding is replaced by 2D RoPE
+# (§2.2). Only text tokens are supervised; image tokens are inputs. The pre-training data lists image-text pairs, OCR data,
+# interleaved articles, VQA, video dialogues and image knowledge; the sources are "cleaned web pages,
+# open-source datasets, and synthetic data" (§2.2). Grounding uses the same vocabulary as text: boxes are
+# written as `<|box_start|>(x1,y1),(x2,y2)<|box_end|>` with coordinates normalised to $[0, 1000)$, and the
+# referred phrase between `<|object_ref_start|>` and `<|object_ref_end|>` (§2.2.1). The course reproduces the
+# architecture, not the 1.4T-token run; the one thing it trains is the toy of Reproduction (f).
 
 # %% [markdown]
 # ## Check against a reference
 #
 # Everything above against `transformers` 5.23 (`Qwen2VLImageProcessorPil`, `Qwen2VisionTransformerPretrainedModel`
 # with its `PatchEmbed`, `Qwen2VLVisionRotaryEmbedding` and `PatchMerger`, `Qwen2VLModel.get_rope_index`,
-# `Qwen2VLRotaryEmbedding`) built from tiny random configs, and against the course's `shared` module.
+# `Qwen2VLRotaryEmbedding`, `Qwen2VLForConditionalGeneration`) built from tiny random configs, against the
+# official `qwen-vl-utils`, against a plain `Conv3d`, and against the course's `shared` module.
 #
-# **Resizing** for the sizes above and a sweep of 2000 random sizes (`smart_resize` of the image processor):
+# **Resizing, against two implementations and the spec.** `transformers`' `smart_resize` and `shared.vision`
+# on the sizes above and 2000 random ones; then the properties derivation 1 promises (multiples of 28, pixels
+# within the limits, aspect ratio kept up to one factor per side), which are checked on the outputs, not on
+# the code.
 
 # %%
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -402,34 +679,110 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_res
 g = torch.Generator().manual_seed(0)
 sweep = list(sizes.values()) + torch.randint(1, 5000, (2000, 2), generator=g).tolist()
 sweep = [(h, w) for h, w in sweep if max(h, w) / min(h, w) <= 200]
-for h, w in sweep:
-    assert smart_resize(h, w) == hf_smart_resize(h, w) == shared_smart_resize(h, w), (h, w)
-print(f"smart_resize equals transformers and shared.vision on {len(sweep)} sizes")
-assert (224 // 28) ** 2 + 2 == 66  # paper §2.1: 224 x 224 -> 66 tokens
+for lim in (PROCESSOR_DEFAULT, RELEASED):
+    for h, w in sweep:
+        out = smart_resize(h, w, **lim)
+        assert out == hf_smart_resize(h, w, **lim) == shared_smart_resize(h, w, **lim), (h, w)
+        rh, rw = out
+        assert rh % 28 == 0 and rw % 28 == 0 and rh >= 28 and rw >= 28, (h, w, out)  # the spec
+        assert lim["min_pixels"] <= rh * rw <= lim["max_pixels"] or min(h, w) < 28, (h, w, out)
+        # one common scale s for both sides, each rounded by at most one factor: the s-intervals must meet
+        assert max((rh - 28) / h, (rw - 28) / w) <= min((rh + 28) / h, (rw + 28) / w) or min(h, w) < 28, (h, w)
+print(f"smart_resize equals transformers and shared.vision, and keeps the spec, on {len(sweep)} sizes x 2 limits")
+
+# the grow branch (h_bar * w_bar < min_pixels) is rare among random sizes: sweep every small image too
+small = [(h, w) for h in range(1, 61) for w in range(1, 61)]
+grown = 0
+for h, w in small:
+    out = smart_resize(h, w, **PROCESSOR_DEFAULT)
+    assert out == hf_smart_resize(h, w, **PROCESSOR_DEFAULT) == shared_smart_resize(h, w, **PROCESSOR_DEFAULT)
+    assert out[0] * out[1] >= PROCESSOR_DEFAULT["min_pixels"]  # the grow branch's promise, on the output
+    grown += round(h / 28) * round(w / 28) * 28**2 < PROCESSOR_DEFAULT["min_pixels"]
+in_sweep = sum(round(h / 28) * round(w / 28) * 28**2 < PROCESSOR_DEFAULT["min_pixels"] for h, w in sweep)
+print(f"grow branch at the class defaults: {in_sweep} of the {len(sweep)} random sizes, {grown} of the "
+      f"{len(small)} sizes up to 60 x 60 px; all three implementations agree on them")
 
 # %% [markdown]
-# **Patches** equal the image processor's `pixel_values` and `image_grid_thw` (the PIL backend: it needs no
+# **`qwen-vl-utils` against `transformers`.** The official package's `smart_resize` (0.0.14, identical in 0.0.8
+# and 0.0.10), transcribed from `qwen_vl_utils/vision_process.py` (the package imports `torchvision` at import time,
+# which its requirements do not list and the course does not install, and it requires `av` and `requests`). Two clamps differ from `transformers`:
+#
+# 1. it rounds with `max(factor, round_by_factor(side, factor))`, so a side that rounds to 0 (at most 14 px, since
+#    `round(0.5) = 0`) becomes 28 and the grow branch is not taken; `transformers` gets $\bar H = 0$,
+#    $\bar H\bar W = 0 < P_{\min}$, and grows both sides by $\beta = \sqrt{P_{\min}/(HW)}$;
+# 2. in the shrink branch it has no `max(factor, ...)`, so a very thin image can get a side of 0, which only
+#    happens when $P_{\max} < 200 \cdot 28^2$ (a thin side below 28 after shrinking needs
+#    $HW/\beta^2 = P_{\max}$ with $H/\beta < 28$ and $W/H \le 200$).
+#
+# Sweep every height 1..60 px against widths up to 200 times as large, at the released limits:
+
+# %%
+def qvu_smart_resize(height: int, width: int, factor: int = 28, min_pixels: int | None = None,
+                     max_pixels: int | None = None) -> tuple[int, int]:
+    """qwen-vl-utils 0.0.14 smart_resize (vision_process.py), transcribed; defaults 4..16384 tokens."""
+    max_pixels = max_pixels if max_pixels is not None else 16384 * factor**2
+    min_pixels = min_pixels if min_pixels is not None else 4 * factor**2
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError("absolute aspect ratio must be smaller than 200")
+    h_bar = max(factor, round(height / factor) * factor)  # round_by_factor, clamped at one factor
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor  # floor_by_factor, no clamp
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+differ, same = [], 0
+for h in range(1, 61):
+    for w in range(h, 200 * h + 1, max(1, h // 2)):
+        a, b = hf_smart_resize(h, w, **RELEASED), qvu_smart_resize(h, w)
+        if a != b:
+            differ.append((h, w, a, b))
+        else:
+            same += 1
+print(f"{same} sizes agree, {len(differ)} differ; every difference has a side <= "
+      f"{max(min(d[0], d[1]) for d in differ)} px")
+assert differ and all(min(h, w) <= 14 for h, w, _, _ in differ)  # clamp 1, and only clamp 1, fires here
+for h, w in [(10, 1000), (14, 2000), (15, 2000), (28, 28)]:
+    print(f"  {h:>3d} x {w:<5d} transformers {hf_smart_resize(h, w, **RELEASED)}  qwen-vl-utils {qvu_smart_resize(h, w)}")
+tiny_budget = dict(min_pixels=4 * 28**2, max_pixels=16 * 28**2)  # clamp 2: a 16-token budget
+print("  20 x 3000 with a 16-token budget: transformers", hf_smart_resize(20, 3000, **tiny_budget),
+      "qwen-vl-utils", qvu_smart_resize(20, 3000, **tiny_budget))
+assert qvu_smart_resize(20, 3000, **tiny_budget)[0] == 0 and hf_smart_resize(20, 3000, **tiny_budget)[0] == 28
+
+# %% [markdown]
+# So for every image taller and wider than 14 px the two agree at the released limits; below that,
+# `transformers` rescales the long side too (10 x 1000 becomes 28 x 560 instead of 28 x 1008), and with budgets
+# under 200 tokens `qwen-vl-utils` can return a zero side, which the processor would then fail on. Neither case
+# occurs for photographs; both are worth knowing when tiling thin strips (receipts, text lines).
+#
+# **66 tokens for 224 x 224 (paper §2.1)**, counted by the image processor from its `image_grid_thw`, and the
+# patches of the two sample images against the processor's `pixel_values` (the PIL backend: it needs no
 # torchvision and runs offline with its defaults):
 
 # %%
 processor = Qwen2VLImageProcessorPil()
+grid_224 = processor(images=[Image.new("RGB", (224, 224))], return_tensors="pt")["image_grid_thw"]
+assert int(grid_224.prod()) // MERGE**2 + 2 == 66  # the processor's count + 2 markers = the paper's number
 ref = processor(images=[photo, logo], return_tensors="pt")
 err = assert_close(pixel_values, ref["pixel_values"], atol=1e-6, name="pixel_values")
 assert torch.equal(grid_thw, ref["image_grid_thw"])
+print(f"224 x 224: grid {grid_224.tolist()} -> {int(grid_224.prod()) // 4} + 2 = 66 tokens (paper §2.1)")
 print(f"pixel_values {tuple(pixel_values.shape)}: max abs error {error_bound(err)}; grid_thw {grid_thw.tolist()} equal")
 
 # %% [markdown]
-# **The vision tower.** A tiny random tower (2 blocks, width 64, 4 heads, merger to 96) with the default patch,
-# merge and temporal sizes; our `vit_forward` reads its weights. First the pieces (patch positions,
-# 2D RoPE tables, `PatchEmbed` = linear map), then the whole forward and the merger on the two images:
+# **The vision tower on images.** A tiny random tower (2 blocks, width 64, 4 heads, merger to 96) with the
+# default patch, merge and temporal sizes; our `vit_forward` reads its weights. First the pieces (patch
+# positions, 2D RoPE tables, `PatchEmbed` = linear map), then the whole forward and the merger on the two
+# packed images:
 
 # %%
-from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLVisionConfig
-from transformers.models.qwen2_vl.modeling_qwen2_vl import (
-    PatchMerger,
-    Qwen2VisionTransformerPretrainedModel,
-    apply_rotary_pos_emb_vision,
-)
+from transformers.models.qwen2_vl.modeling_qwen2_vl import PatchMerger, apply_rotary_pos_emb_vision
 from transformers.vision_utils import get_vision_position_ids
 
 tiny_vit = Qwen2VLVisionConfig(depth=2, embed_dim=64, num_heads=4, hidden_size=96, mlp_ratio=2)
@@ -442,7 +795,7 @@ cos_v, sin_v = vit_rope(vit_pos, head_dim)
 ref_cos, ref_sin = tower.rotary_pos_emb(pixel_values, get_vision_position_ids(grid_thw, MERGE))
 err_cos = assert_close(cos_v, ref_cos, atol=1e-6, name="vision cos")
 assert_close(sin_v, ref_sin, atol=1e-6, name="vision sin")
-assert_close(cos_v, vision_rope_cos_sin(vit_pos, head_dim)[0], atol=0, rtol=0, name="shared vision cos")
+assert_close(cos_v, vision_rope_cos_sin(vit_pos, head_dim)[0], atol=1e-6, name="shared vision cos")
 q, k = torch.randn(2, len(vit_pos), 4, head_dim).unbind(0)
 err_q = assert_close(apply_rope(q, cos_v[:, None], sin_v[:, None]),
                      apply_rotary_pos_emb_vision(q, k, ref_cos, ref_sin)[0], atol=1e-5, name="rotated q")
@@ -452,6 +805,21 @@ with torch.no_grad():
 print(f"2D positions equal; cos error {error_bound(err_cos)}; rotated q error {error_bound(err_q)}; "
       f"Conv3d = linear map: error {error_bound(err_pe, 1e-4)}")
 
+# derivation 3's claim, on HF's tables: the score depends only on the 2D offset (here (+2, +3) twice, then (+3, +2))
+q1, k1 = torch.randn(2, 1, 1, head_dim).unbind(0)  # (1, 1, d): one token, one head
+
+
+def score(pos_q: tuple[int, int], pos_k: tuple[int, int]) -> float:
+    """<R(pos_q) q1, R(pos_k) k1> with transformers' 2D RoPE tables and rotation."""
+    cq, sq = tower.rotary_pos_emb(q1, torch.tensor([pos_q]))
+    ck, sk = tower.rotary_pos_emb(k1, torch.tensor([pos_k]))
+    return (apply_rotary_pos_emb_vision(q1, q1, cq, sq)[0] * apply_rotary_pos_emb_vision(k1, k1, ck, sk)[0]).sum().item()
+
+
+s1, s2, s3 = score((0, 0), (2, 3)), score((5, 7), (7, 10)), score((0, 0), (3, 2))
+assert abs(s1 - s2) < 1e-5 and abs(s1 - s3) > 1e-2
+print(f"score at offset (2, 3) from (0, 0) and from (5, 7): {s1:.3f}, {s2:.3f}; at offset (3, 2): {s3:.3f}")
+
 with torch.no_grad():
     out = tower(pixel_values, grid_thw=grid_thw)
     feats, tokens = vit_forward(tower, pixel_values, grid_thw)
@@ -459,6 +827,40 @@ err_f = assert_close(feats, out.last_hidden_state, atol=1e-4, name="ViT features
 err_t = assert_close(tokens, out.pooler_output, atol=1e-4, name="merged tokens")
 print(f"ViT features {tuple(feats.shape)}: max abs error {error_bound(err_f, 1e-4)}; "
       f"merged tokens {tuple(tokens.shape)}: {error_bound(err_t, 1e-4)}")
+
+# %% [markdown]
+# **The video path.** `transformers`' own video processor (`Qwen2VLVideoProcessor`) imports `torchvision`, which
+# the course does not install, so 6.7's rows cannot be compared with it directly; instead the video path is
+# checked against a plain convolution and against the tower, and the sampling against a transcription of
+# `qwen-vl-utils` (6.7). First the layout of 6.7's video rows against a plain `torch` `Conv3d` with kernel = stride
+# = (2, 14, 14) run over the whole (channel, time, height, width) video, which never sees `patchify`: row $r$
+# must equal the convolution's output at that row's (temporal patch, patch row, patch column). Then the tower's
+# video path (three temporal patches, each its own attention segment) against `vit_forward`. Since the
+# segments are per temporal patch, the ViT never mixes information across seconds: time is mixed only inside
+# a 2-frame tube and, later, by the LLM through the temporal ids:
+
+# %%
+with torch.no_grad():
+    conv = F.conv3d(video.permute(1, 0, 2, 3)[None], tower.patch_embed.proj.weight,
+                    stride=(TEMPORAL, PATCH, PATCH))[0]  # (64, 3, 24, 24): channel, t, patch row, patch col
+    t_of_row = torch.arange(video_grid[0]).repeat_interleave(video_grid[1] * video_grid[2])  # (1728,)
+    rc = vit_positions(video_grid_thw)  # (1728, 2)
+    err_layout = assert_close(tower.patch_embed(video_rows), conv[:, t_of_row, rc[:, 0], rc[:, 1]].T,
+                              atol=1e-4, name="video rows vs Conv3d")
+print(f"video rows {tuple(video_rows.shape)} through PatchEmbed vs a Conv3d over the whole clip: "
+      f"{error_bound(err_layout, 1e-4)}")
+
+# %% [markdown]
+# Then the tower's own video path (three temporal patches, three attention segments) against `vit_forward`:
+
+# %%
+with torch.no_grad():
+    out_v = tower(video_rows, grid_thw=video_grid_thw)
+    feats_v, tokens_v = vit_forward(tower, video_rows, video_grid_thw)
+err_fv = assert_close(feats_v, out_v.last_hidden_state, atol=1e-4, name="ViT video features")
+err_tv = assert_close(tokens_v, out_v.pooler_output, atol=1e-4, name="merged video tokens")
+print(f"tower video features {tuple(feats_v.shape)}: {error_bound(err_fv, 1e-4)}; "
+      f"merged video tokens {tuple(tokens_v.shape)}: {error_bound(err_tv, 1e-4)}")
 
 # %% [markdown]
 # The merger alone against a stand-alone `PatchMerger` whose weights we copy (a second, independent check of
@@ -476,12 +878,11 @@ with torch.no_grad():
 print(f"merger (24, 32) -> {tuple(pm(x).shape)}: max abs error vs PatchMerger {error_bound(err_m)}")
 
 # %% [markdown]
-# **M-RoPE ids** of 6.5 against `Qwen2VLModel.get_rope_index` (a tiny random model; `get_rope_index` only
-# reads `mm_token_type_ids` and the grids) and `shared.mrope`, then the cos/sin tables against
-# `Qwen2VLRotaryEmbedding` with the released section $[16, 24, 24]$ and head dim 128:
+# **M-RoPE ids** of 6.4 and of the video of 6.7 against `Qwen2VLModel.get_rope_index` (a tiny random model;
+# `get_rope_index` only reads `mm_token_type_ids` and the grids) and `shared.mrope`, then the cos/sin tables
+# against `Qwen2VLRotaryEmbedding` with the released section $[16, 24, 24]$ and head dim 128:
 
 # %%
-from transformers import Qwen2VLConfig
 from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLModel, Qwen2VLRotaryEmbedding
 
@@ -499,22 +900,36 @@ def hf_rope_index(types: list[int], image_grids=None, video_grids=None) -> tuple
 
 ref_ids, ref_delta = hf_rope_index(types, torch.tensor(grids[:1]), torch.tensor(grids[1:]))
 ours_shared, delta = mrope_position_ids(torch.tensor([types]), torch.tensor(grids[:1]), torch.tensor(grids[1:]))
-assert torch.equal(ids, ref_ids[:, 0]) and torch.equal(ours_shared, ref_ids) and torch.equal(delta, ref_delta)
-print(f"M-RoPE ids equal get_rope_index and shared.mrope; rope delta {delta.item()} (largest id + 1 - length)")
+assert torch.equal(ids, ref_ids[:, 0]) and torch.equal(ours_shared, ref_ids)
+assert rope_delta(ids) == ref_delta.item() == delta.item()
+ref_vid, ref_vdelta = hf_rope_index(video_types, video_grids=video_grid_thw)
+assert torch.equal(video_ids, ref_vid[:, 0]) and rope_delta(video_ids) == ref_vdelta.item()
+print(f"M-RoPE ids and rope_deltas ({rope_delta(ids)}, video {rope_delta(video_ids)}) equal get_rope_index "
+      "and shared.mrope")
+
+# a padded batch of both sequences (left padding for the shorter one), as generation batches them
+L = max(len(types), len(video_types))
+batch_types = torch.tensor([[0] * (L - len(types)) + types, video_types])  # (2, 443)
+mask = torch.tensor([[0] * (L - len(types)) + [1] * len(types), [1] * L])  # (2, 443)
+hf_b, hf_bd = qwen2_vl.get_rope_index(torch.zeros_like(batch_types), batch_types, attention_mask=mask,
+                                      image_grid_thw=torch.tensor(grids[:1]),
+                                      video_grid_thw=torch.tensor([grids[1], video_grid]))
+assert torch.equal(hf_b[:, 0, L - len(types):], ids) and torch.equal(hf_b[:, 1], video_ids)
+assert hf_bd.flatten().tolist() == [rope_delta(ids), rope_delta(video_ids)]
+print(f"padded batch {tuple(batch_types.shape)}: ids and rope_deltas {hf_bd.flatten().tolist()} equal ours per sequence")
 
 rotary = Qwen2VLRotaryEmbedding(Qwen2VLTextConfig(**tiny_text))
 ref_cos, ref_sin = rotary(torch.zeros(1, len(types), 128), ref_ids)
 err_c = assert_close(cos_m[None], ref_cos, atol=1e-6, name="M-RoPE cos")
 err_s = assert_close(sin_m[None], ref_sin, atol=1e-6, name="M-RoPE sin")
-assert_close(cos_m[None], mrope_cos_sin(ref_ids, rope_inv_freq(128, 1e6), [16, 24, 24])[0], atol=0, rtol=0)
+assert_close(cos_m[None], mrope_cos_sin(ref_ids, rope_inv_freq(128, 1e6), [16, 24, 24])[0], atol=1e-6)
 print(f"M-RoPE cos/sin vs Qwen2VLRotaryEmbedding: max abs error {error_bound(max(err_c, err_s))}")
 
 # %% [markdown]
-# **M-RoPE reduces to 1D RoPE on text** (derivation 5): for a text-only sequence the ids are $0, 1, 2, \dots$ on
+# **M-RoPE reduces to 1D RoPE on text** (derivation 6): for a text-only sequence the ids are $0, 1, 2, \dots$ on
 # all three axes, and Qwen2-VL's tables equal those of the Qwen2 LLM's plain `Qwen2RotaryEmbedding`:
 
 # %%
-from transformers import Qwen2Config
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
 n = 50
@@ -525,51 +940,299 @@ qwen2_rotary = Qwen2RotaryEmbedding(Qwen2Config(hidden_size=256, num_attention_h
 cos_1d, sin_1d = qwen2_rotary(torch.zeros(1, n, 128), torch.arange(n)[None])
 cos_3d, sin_3d = rotary(torch.zeros(1, n, 128), text_ids)
 err_1d = max(assert_close(cos_3d, cos_1d, atol=0, rtol=0), assert_close(sin_3d, sin_1d, atol=0, rtol=0))
-assert err_1d == 0.0
-print("text only: the M-RoPE tables are bit for bit the 1D RoPE tables")
+print(f"text only: the M-RoPE tables equal the 1D RoPE tables bit for bit (max abs difference {err_1d})")
 
 # %% [markdown]
-# **Where `transformers` 5.23 departs from the paper.** `get_rope_index` advances the start after a vision block
-# by `max(h, w) / merge` instead of "the maximum position ID of the preceding modality" + 1 (§2.1). For
-# images the two agree (the largest id is the last row or column). For a video whose temporal patches
-# outnumber its merged side they do not: 3 temporal patches on a 4x4 patch grid (2x2 tokens per frame) after
-# two text tokens has temporal ids 2, 3, 4, and the next text token gets id 4 from `transformers`, the id of
-# the video's last frame, instead of 5.
+# **End to end.** A tiny random `Qwen2VLForConditionalGeneration` (1 ViT block of width 32, a 1-layer LLM of
+# width 64 with head dim 32, so `mrope_section` $[4, 6, 6]$) reads a prompt with the logo (95 tokens) and the
+# generated video of 6.7 (432 tokens). The model's own path (`input_ids`, `pixel_values`, grids,
+# `mm_token_type_ids`) against the reading's: vision tokens from `vit_forward` written into the text
+# embeddings at the pad positions, and position ids from `mrope_ids`, passed as `inputs_embeds` and
+# `position_ids`.
 
 # %%
-types_v = [0, 0] + [2] * 12 + [0, 0]
-ref_v, ref_delta_v = hf_rope_index(types_v, video_grids=torch.tensor([[3, 4, 4]]))
-ours_v, delta_v = mrope_position_ids(torch.tensor([types_v]), video_grid_thw=torch.tensor([[3, 4, 4]]))
-assert torch.equal(ours_v[0, 0, 2:14], ref_v[0, 0, 2:14])  # the video's own ids agree
-print("video temporal ids:        ", ours_v[0, 0, 2:14].tolist())
-print("text after it, paper rule: ", ours_v[0, 0, 14:].tolist(), "| rope delta", delta_v.item())
-print("text after it, transformers:", ref_v[0, 0, 14:].tolist(), "| rope delta", ref_delta_v.item())
-assert ours_v[0, 0, 14:].tolist() == [5, 6] and ref_v[0, 0, 14:].tolist() == [4, 5]
+from transformers import Qwen2VLForConditionalGeneration
+
+e2e_text = dict(hidden_size=64, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                num_key_value_heads=1, vocab_size=64, bos_token_id=0, eos_token_id=1, initializer_range=0.1,
+                rope_parameters={"rope_type": "default", "rope_theta": 100.0, "mrope_section": [4, 6, 6]})
+IMG, VID, VSTART, VEND = 60, 61, 62, 63  # a 64-word vocabulary: the last four ids are the special tokens
+e2e_cfg = Qwen2VLConfig(vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, initializer_range=0.1),
+                        text_config=e2e_text, image_token_id=IMG, video_token_id=VID,
+                        vision_start_token_id=VSTART, vision_end_token_id=VEND)
+torch.manual_seed(0)
+vlm = Qwen2VLForConditionalGeneration(e2e_cfg).eval()
+
+n_logo = int(torch.tensor(logo_grid).prod()) // MERGE**2
+prompt_ids = [5, 6, VSTART] + [IMG] * n_logo + [VEND, 7, VSTART] + [VID] * n_video + [VEND, 8, 9, 10]
+input_ids = torch.tensor([prompt_ids])  # (1, 537)
+mm_types = (input_ids == IMG).long() + 2 * (input_ids == VID).long()  # (1, 537): 0 text, 1 image, 2 video
+with torch.no_grad():
+    ref_logits = vlm(input_ids=input_ids, mm_token_type_ids=mm_types, pixel_values=logo_rows,
+                     image_grid_thw=torch.tensor([logo_grid]), pixel_values_videos=video_rows,
+                     video_grid_thw=video_grid_thw).logits  # (1, 537, 64)
+    embeds = vlm.get_input_embeddings()(input_ids)  # (1, 537, 64)
+    embeds[input_ids == IMG] = vit_forward(vlm.model.visual, logo_rows, torch.tensor([logo_grid]))[1]
+    embeds[input_ids == VID] = vit_forward(vlm.model.visual, video_rows, video_grid_thw)[1]
+    e2e_ids = mrope_ids(mm_types[0].tolist(), [logo_grid, video_grid])[:, None]  # (3, 1, 537)
+    our_logits = vlm(inputs_embeds=embeds, position_ids=e2e_ids).logits
+err_e2e = assert_close(our_logits, ref_logits, atol=1e-4, name="end-to-end logits")
+print(f"logits {tuple(our_logits.shape)} from our vision tokens and position ids vs the model's own path: "
+      f"max abs error {error_bound(err_e2e, 1e-4)}")
 
 # %% [markdown]
-# The same rule in Qwen2.5-VL's `get_rope_index` matters more, because its temporal ids are scaled by time
-# (`tokens_per_second`, V7): with 2 tokens per second and 1 s per temporal patch, a 3 x 4 x 4 video's temporal
-# ids reach start + 4 while the text restarts at start + 2. An older pitfall is gone in 5.23: transformers 4.x
-# cast `second_per_grid_ts` to an integer tensor before scaling (`torch.as_tensor(second_per_grid_t,
-# dtype=range_tensor.dtype)`), turning 0.5 s into 0 and every temporal id into 0; 5.23 multiplies first and
-# floors after (`(arange(t) * time_interval).long()`), which is what `shared.mrope` does (V7 and the tests
-# check it).
+# **The end-to-end check is loud on positions.** The tiny LLM uses `rope_theta` $= 100$ instead of $10^6$, so
+# that even its slowest pairs turn noticeably per id, and weights drawn with std 0.1 instead of 0.02, so that
+# its attention is far from uniform and its vision tokens are not negligible; with the defaults a wrong position would move the random logits by only
+# about $10^{-3}$ or less, too close to the tolerance to trust. Three wrong inputs, each must move the logits by
+# more than 100 times the tolerance of $10^{-4}$: the video block shifted by one id (an off-by-one start),
+# the video's height and width ids swapped, and two image tokens written in the wrong order.
+
+# %%
+vid_cols = (input_ids[0] == VID).nonzero().squeeze(1)  # (432,) positions of the video tokens
+shifted = e2e_ids.clone()
+shifted[:, :, vid_cols] += 1  # the video starts one id late
+swapped = e2e_ids.clone()
+swapped[1:3, :, vid_cols] = e2e_ids[[2, 1]][:, :, vid_cols]  # height and width ids exchanged
+img_cols = (input_ids[0] == IMG).nonzero().squeeze(1)
+reordered = embeds.clone()
+reordered[0, img_cols[[0, 50]]] = embeds[0, img_cols[[50, 0]]]  # image tokens 0 and 50 swapped
+with torch.no_grad():
+    moved = {"video ids + 1": vlm(inputs_embeds=embeds, position_ids=shifted).logits,
+             "video h <-> w ids": vlm(inputs_embeds=embeds, position_ids=swapped).logits,
+             "image tokens 0, 50 swapped": vlm(inputs_embeds=reordered, position_ids=e2e_ids).logits}
+for name, logits in moved.items():
+    delta = (logits - ref_logits).abs().max().item()
+    print(f"{name:26s}: logits move by {delta:.2g} (tolerance 1e-04)")
+    assert delta > 100 * 1e-4, name
+
+# %% [markdown]
+# **Where `transformers` 5.23 departs from the paper: a regression, not a second reading.** 5.23's
+# `get_rope_index` advances the start after any vision block by `max(h, w) // merge`
+# (`current_pos += max(grid_thw[1], grid_thw[2]) // spatial_merge_size`), while the paper (§2.1), `transformers`
+# 4.x (every 4.49-4.57 release read here) and 5.0-5.2 (`st_idx = llm_pos_ids_list[-1].max() + 1`) and vLLM
+# ([`get_mrope_input_positions`](https://github.com/vllm-project/vllm/blob/002d181a55a03803d7d69547846630069d2378b8/vllm/model_executor/models/qwen2_vl.py))
+# start at the largest id + 1. The refactor that introduced the new loop shipped in 5.3.0; issue
+# [huggingface/transformers#45381](https://github.com/huggingface/transformers/issues/45381) reported 5.3.0's
+# video position ids for Qwen2.5-VL, showing 5.2.0's text after a video starting at 348 (= the video's largest
+# temporal id 347 + 1) and the new code's at 31 (= start 15 + 16 merged columns). Its fix,
+# [PR #45400](https://github.com/huggingface/transformers/pull/45400) ("Fix Qwen2.5VL temporal grid positions"),
+# repaired the temporal ids inside the video; the advance after the video is still `max(h, w) // merge` in
+# 5.23.0 (the line quoted above), so the text after the video in that report would still start at 31, inside
+# the video's temporal range 15..347. The advance is unchanged in 5.24.0, the latest release: there is no
+# upstream fix yet.
+#
+# **When it fires.** An image's largest id is $s + \max(H', W') - 1$, so both rules agree on images. A video's
+# is $s + \max(T, H', W') - 1$, so they differ exactly when $T > \max(H', W')$: at 2 fps with temporal patch 2,
+# $T$ is the duration in seconds and $\max(H', W')$ the longer resized side over 28. At 448 x 448 that is any
+# video longer than 16 s; the total-pixel budget of long videos lowers the resolution, which makes it fire
+# earlier. `get_rope_index` itself shows it (ids only, no model).
+#
+# Where the two rules diverge, the reading's ids are checked against two more computations that do not share
+# its code: `shared.mrope.mrope_position_ids`, and `transformers` 4.57's `Qwen2VLModel.get_rope_index`
+# ([`modeling_qwen2_vl.py` at v4.57.0](https://github.com/huggingface/transformers/blob/v4.57.0/src/transformers/models/qwen2_vl/modeling_qwen2_vl.py)),
+# transcribed below for one unpadded sequence. It finds each block from the token after a `<|vision_start|>`
+# and starts every block at `st_idx = llm_pos_ids_list[-1].max() + 1`, the paper's rule:
+
+# %%
+def rope_index_457(tokens: torch.Tensor, image_grid_thw=None, video_grid_thw=None) -> tuple[torch.Tensor, int]:
+    """transformers 4.57 Qwen2VLModel.get_rope_index, transcribed for one sequence (no padding): ids (3, seq), delta."""
+    input_tokens = tokens.tolist()
+    vision_tokens = tokens[torch.argwhere(tokens == VSTART).squeeze(1) + 1]  # the token after each vision_start
+    remain_images, remain_videos = int((vision_tokens == IMG).sum()), int((vision_tokens == VID).sum())
+    llm_pos_ids_list, st, image_index, video_index = [], 0, 0, 0
+    for _ in range(remain_images + remain_videos):
+        ed_image = input_tokens.index(IMG, st) if IMG in input_tokens and remain_images > 0 else len(input_tokens) + 1
+        ed_video = input_tokens.index(VID, st) if VID in input_tokens and remain_videos > 0 else len(input_tokens) + 1
+        if ed_image < ed_video:
+            t, h, w = image_grid_thw[image_index]
+            image_index, remain_images, ed = image_index + 1, remain_images - 1, ed_image
+        else:
+            t, h, w = video_grid_thw[video_index]
+            video_index, remain_videos, ed = video_index + 1, remain_videos - 1, ed_video
+        llm_grid_t, llm_grid_h, llm_grid_w = t.item(), h.item() // MERGE, w.item() // MERGE
+        text_len = ed - st
+        st_idx = llm_pos_ids_list[-1].max() + 1 if len(llm_pos_ids_list) > 0 else 0  # largest id + 1
+        llm_pos_ids_list.append(torch.arange(text_len).view(1, -1).expand(3, -1) + st_idx)
+        t_index = torch.arange(llm_grid_t).view(-1, 1).expand(-1, llm_grid_h * llm_grid_w).flatten()
+        h_index = torch.arange(llm_grid_h).view(1, -1, 1).expand(llm_grid_t, -1, llm_grid_w).flatten()
+        w_index = torch.arange(llm_grid_w).view(1, 1, -1).expand(llm_grid_t, llm_grid_h, -1).flatten()
+        llm_pos_ids_list.append(torch.stack([t_index, h_index, w_index]) + text_len + st_idx)
+        st = ed + llm_grid_t * llm_grid_h * llm_grid_w
+    if st < len(input_tokens):
+        st_idx = llm_pos_ids_list[-1].max() + 1 if len(llm_pos_ids_list) > 0 else 0
+        llm_pos_ids_list.append(torch.arange(len(input_tokens) - st).view(1, -1).expand(3, -1) + st_idx)
+    llm_positions = torch.cat(llm_pos_ids_list, dim=1).reshape(3, -1)
+    return llm_positions, int(llm_positions.max()) + 1 - len(input_tokens)
+
+
+def as_tokens(kinds: list[int]) -> torch.Tensor:
+    """Token ids for a list of kinds (0 text, 1 image, 2 video): vision_start before each block, text id 5 else."""
+    tok = torch.tensor([{0: 5, 1: IMG, 2: VID}[k] for k in kinds])
+    starts = [i for i in range(len(kinds) - 1) if kinds[i] == 0 and kinds[i + 1] != 0]
+    tok[starts] = VSTART
+    return tok
+
+
+def check_paper_rule(kinds: list[int], video_grids: list[list[int]]) -> None:
+    """The reading's ids == shared.mrope == transformers 4.57 (transcribed), with rope_deltas."""
+    ours = mrope_ids(kinds, video_grids)
+    shared_ids, shared_delta = mrope_position_ids(torch.tensor([kinds]), video_grid_thw=torch.tensor(video_grids))
+    ids_457, delta_457 = rope_index_457(as_tokens(kinds), video_grid_thw=torch.tensor(video_grids))
+    assert torch.equal(ours, shared_ids[:, 0]) and torch.equal(ours, ids_457)
+    assert rope_delta(ours) == shared_delta.item() == delta_457
+
+
+# %% [markdown]
+# Now the next text id after one video, by 5.23 and by the paper's rule, for durations around the 16 s where
+# they part:
+
+# %%
+def next_text_id(seconds: int, side_px: int = 448) -> tuple[int, int]:
+    """Id of the first text token after one video of `seconds` s at 2 fps (after 1 text token): (5.23, paper)."""
+    g = [seconds, side_px // PATCH, side_px // PATCH]
+    kinds = [0] + [2] * (g[0] * g[1] * g[2] // MERGE**2) + [0]
+    hf_ids, _ = hf_rope_index(kinds, video_grids=torch.tensor([g]))
+    return int(hf_ids[0, 0, -1]), int(mrope_ids(kinds, [g])[0, -1])
+
+
+for s in (15, 16, 17, 30):
+    hf_next, paper_next = next_text_id(s)
+    print(f"{s:>2d} s at 448x448 (largest temporal id {s}): text after it gets {hf_next} in 5.23, {paper_next} by "
+          f"the paper's rule{'' if hf_next == paper_next else '  <- differs'}")
+assert next_text_id(16) == (17, 17) and next_text_id(17) == (17, 18)
+for s in (16, 17, 30):  # the paper's rule, three ways, where 5.23 departs from it
+    g = [s, 32, 32]
+    check_paper_rule([0] + [2] * (g[0] * g[1] * g[2] // MERGE**2) + [0], [g])
+print("paper-rule ids for 16, 17 and 30 s equal shared.mrope and transformers 4.57's get_rope_index (transcribed)")
+
+# %% [markdown]
+# **Two videos overlap.** A 30 s clip, a short question, a second 30 s clip (both 448 x 448): in 5.23 the second
+# video starts inside the first one's temporal range, so tokens of different videos share temporal ids.
+
+# %%
+g30 = [30, 32, 32]
+n30 = 30 * 16 * 16
+two = [0] + [2] * n30 + [0] * 3 + [2] * n30 + [0]
+hf_two, _ = hf_rope_index(two, video_grids=torch.tensor([g30, g30]))
+paper_two = mrope_ids(two, [g30, g30])
+for name, t_ids in [("5.23", hf_two[0, 0]), ("paper", paper_two[0])]:
+    first, second = t_ids[1:1 + n30], t_ids[4 + n30:4 + 2 * n30]
+    shared_ids = sorted(set(first.tolist()) & set(second.tolist()))
+    print(f"{name:5s}: video 1 temporal ids {int(first.min())}..{int(first.max())}, video 2 "
+          f"{int(second.min())}..{int(second.max())}; shared temporal ids: {len(shared_ids)}")
+assert len(set(hf_two[0, 0, 1:1 + n30].tolist()) & set(hf_two[0, 0, 4 + n30:4 + 2 * n30].tolist())) > 0
+check_paper_rule(two, [g30, g30])  # the paper's ids of both videos, against shared.mrope and 4.57
+print("paper-rule ids of the two videos equal shared.mrope and transformers 4.57's get_rope_index (transcribed)")
+
+# %% [markdown]
+# The same ids, drawn: the paper's rule climbs past the first video before the second starts; 5.23's dashed
+# line drops back into the first video's range.
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 2.8))
+ax.plot(paper_two[0].numpy(), label="paper / 4.x / vLLM: largest id + 1", lw=1.5)
+ax.plot(hf_two[0, 0].numpy(), label="transformers 5.23: start + max(h, w) / 2", lw=1.5, ls="--")
+ax.axvspan(1, 1 + n30, color="tab:blue", alpha=0.08)
+ax.axvspan(4 + n30, 4 + 2 * n30, color="tab:orange", alpha=0.08)
+ax.set(xlabel="token index (shaded: video 1, video 2)", ylabel="temporal id",
+       title="two 30 s videos at 448 x 448: the second starts inside the first in 5.23")
+ax.legend(fontsize=8)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **5.23 is inconsistent with itself.** Generation continues from `rope_deltas` = largest id + 1 - length, the
+# paper's rule, while `get_rope_index` on the same tokens places text after a long video lower. With the tiny
+# model: a 6-temporal-patch video of 2 x 2 merged tokens (as if the frames were 56 x 56), then 3 text tokens;
+# then one more token, once in a single full forward (ids from `get_rope_index`) and once decoded from the
+# KV cache (ids from `rope_deltas`). They put the same token at different positions, and its logits differ.
+# With the paper's ids both paths agree.
+
+# %%
+from transformers import DynamicCache
+
+g6 = torch.tensor([[6, 4, 4]])
+vid6 = torch.randn(6 * 16, 1176, generator=torch.Generator().manual_seed(1))  # (96, 1176) random frames
+short = torch.tensor([[5, VSTART] + [VID] * 24 + [VEND, 7, 8]])  # (1, 29)
+longer = torch.cat([short, torch.tensor([[9]])], dim=1)  # (1, 30): one more token
+types_s, types_l = 2 * (short == VID).long(), 2 * (longer == VID).long()
+with torch.no_grad():
+    full_ids, _ = vlm.model.get_rope_index(longer, types_l, video_grid_thw=g6)
+    full = vlm(input_ids=longer, mm_token_type_ids=types_l, pixel_values_videos=vid6, video_grid_thw=g6).logits
+    vlm.model.rope_deltas = None
+    pre = vlm(input_ids=short, mm_token_type_ids=types_s, pixel_values_videos=vid6, video_grid_thw=g6,
+              past_key_values=DynamicCache(config=e2e_cfg), use_cache=True)
+    hf_delta = int(vlm.model.rope_deltas)
+    step = vlm(input_ids=longer[:, -1:], mm_token_type_ids=types_l[:, -1:], past_key_values=pre.past_key_values,
+               use_cache=True).logits
+print(f"5.23: full pass puts the new token at id {int(full_ids[0, 0, -1])}; decoding puts it at 29 + rope_deltas "
+      f"({hf_delta}) = {29 + hf_delta}; logits differ by more than 1e-2: "
+      f"{(step[0, -1] - full[0, -1]).abs().max().item() > 1e-2}")
+assert int(full_ids[0, 0, -1]) != 29 + hf_delta and (step[0, -1] - full[0, -1]).abs().max().item() > 1e-2
+
+# %% [markdown]
+# The same two paths with the paper's ids, passed explicitly as `position_ids` to the prefill, the full pass
+# and the decoding step: both put the new token at the same id, and the logits agree.
+
+# %%
+with torch.no_grad():
+    paper_ids = mrope_ids(types_l[0].tolist(), [[6, 4, 4]])[:, None]  # (3, 1, 30)
+    paper_full = vlm(input_ids=longer, pixel_values_videos=vid6, video_grid_thw=g6, mm_token_type_ids=types_l,
+                     position_ids=paper_ids).logits
+    pre_p = vlm(input_ids=short, pixel_values_videos=vid6, video_grid_thw=g6, mm_token_type_ids=types_s,
+                position_ids=paper_ids[..., :29], past_key_values=DynamicCache(config=e2e_cfg), use_cache=True)
+    paper_step = vlm(input_ids=longer[:, -1:], position_ids=paper_ids[..., 29:],
+                     past_key_values=pre_p.past_key_values, use_cache=True).logits
+err_paper = assert_close(paper_step[0, -1], paper_full[0, -1], atol=1e-5, name="paper ids: decode vs full")
+print(f"paper rule: id {int(paper_ids[0, 0, -1])} both ways; decode vs full logits {error_bound(err_paper, 1e-5)}")
+assert int(paper_ids[0, 0, -1]) == 29 + rope_delta(paper_ids[:, 0, :29])
+
+# %% [markdown]
+# **Which is right.** The paper's rule: it is what the model was trained with (the official code and vLLM
+# compute it), and it is the only one of the two that agrees with `transformers`' own generation path. For
+# images and for videos no longer (in seconds) than their merged side, 5.23 and the paper agree, and every
+# check above holds bit for bit.
+#
+# **An older, separate version note: fractional `second_per_grid_ts`** (Qwen2.5-VL's time-aligned ids, V7).
+# The release boundaries below come from reading the code of one function, `Qwen2_5_VLModel.get_rope_index` in
+# `transformers/models/qwen2_5_vl/modeling_qwen2_5_vl.py`, in the release wheels 4.49.0, 4.50.0, 4.51.0, 4.51.3,
+# 4.52.0, 4.52.1, 4.53.0 to 4.56.0, 4.57.0, 4.57.6, 5.0.0, 5.2.0, 5.3.0, 5.16.1 to 5.20.2 and 5.24.0 (releases
+# between those read were not opened, so a boundary can only be placed between two read releases). 4.49-4.51
+# multiply the float `second_per_grid_t` into the ids; 4.52.0 through 4.57.6 first cast it with `torch.as_tensor(second_per_grid_t, dtype=range_tensor.dtype)`, an int64, so 0.5 s per temporal patch (4 fps)
+# becomes 0 and every temporal id collapses; 5.0-5.2 keep that cast and 5.3.0-5.17.0 truncate with
+# `int(next(second_per_grid_ts))`. [PR #48669](https://github.com/huggingface/transformers/pull/48669) keeps the
+# interval in floating point and floors after multiplying. That is the right reading: in the PR's review the
+# `transformers` maintainer pointed out that the Qwen team's reference implementation "used to cast `int` on
+# final input", i.e. floored only the final product `t * second_per_grid * tokens_per_second`, which the PR
+# restores. 5.18.0 is the first release with it, and 5.23 does
+# the same (`(torch.arange(llm_grid_t) * time_interval).long()`), as `shared.mrope` does (V7 checks it). At exactly 2 fps
+# the interval is 1.0 s and survives the cast; any interval below 1 s, for instance 0.958 s when the sampled rate
+# is slightly above 2 fps ([lmms-eval#1393](https://github.com/EvolvingLMMs-Lab/lmms-eval/issues/1393)),
+# collapses to 0. Qwen2-VL's own `get_rope_index` has no time scaling, so this note concerns Qwen2.5-VL only.
 
 # %% [markdown]
 # ## Reproduction
 #
+# The paper's ablations need the trained models, so they are quoted, not rerun ((e)). What can be reproduced
+# exactly is the bookkeeping the paper's claims rest on ((a) to (d), deterministic: seeds do not apply); and
+# one learning experiment, (f), tests at toy scale the claim of §3.3.2 that M-RoPE's separate axes help spatial
+# reasoning, together with this reading's own claim (6.5) that the released split leaves the width axis only
+# slow rotations.
+#
 # **(a) The token budget of dynamic resolution.** §2.1: "an image with a resolution of 224 × 224 ... will be
-# compressed to 66 tokens" (reproduced in §7). Below, the LLM tokens of an image as its side grows, for the
-# processor's default limits and the limits of the ablation in §3.3.1 (`min_pixels` $= 100 \cdot 28^2$,
-# `max_pixels` $= 16384 \cdot 28^2$), against the fixed budgets of Table 7.
+# compressed to 66 tokens" (reproduced in §7). Below, the LLM tokens of a 4:3 photo as its side grows, under
+# the processor's class defaults, the released limits and the ablation's limits (§3.3.1: `min_pixels`
+# $= 100 \cdot 28^2$, `max_pixels` $= 16384 \cdot 28^2$), against the fixed budgets of Table 7.
 
 # %%
+LIMITS = {"class defaults (4..1280)": PROCESSOR_DEFAULT, "released (4..16384)": RELEASED,
+          "§3.3.1 ablation (100..16384)": dict(min_pixels=100 * 28 * 28, max_pixels=16384 * 28 * 28)}
 sides = np.arange(28, 4200, 28)
 fig, ax = plt.subplots(figsize=(6.5, 3.6))
-for label, kw in [("default limits (4..1280 tokens)", {}),
-                  ("§3.3.1 limits (100..16384 tokens)", dict(min_pixels=100 * 28 * 28, max_pixels=16384 * 28 * 28))]:
+for (label, kw), ls in zip(LIMITS.items(), ["-", "--", ":"], strict=True):
     n_tok = [np.prod(smart_resize(int(s), int(s * 4 / 3), **kw)) // 28 ** 2 for s in sides]
-    ax.plot(sides, n_tok, label=label)
+    ax.plot(sides, n_tok, ls, label=label)
 for fixed in (64, 576, 1600, 3136):
     ax.axhline(fixed, color="grey", lw=0.8, ls=":")
 ax.set(xscale="log", yscale="log", xlabel="image height in pixels (4:3 photo)", ylabel="LLM tokens",
@@ -578,11 +1241,18 @@ ax.legend(fontsize=8)
 plt.tight_layout()
 plt.show()
 
+print(f"{'4:3 photo height':>16s} " + " ".join(f"{k:>29s}" for k in LIMITS))
+for h in (112, 480, 1080, 3024, 4000):
+    print(f"{h:>16d} " + " ".join(f"{np.prod(smart_resize(h, h * 4 // 3, **kw)) // 28**2:>29d}" for kw in LIMITS.values()))
+
 # %% [markdown]
-# Between the two limits the token count is proportional to the pixel count (slope 2 against the side), so a
-# small icon costs a few tokens and a document scan up to the cap, where a fixed budget spends the same on both.
+# Between the limits the token count is proportional to the pixel count (slope 2 against the side), so a small
+# icon costs a few tokens and a document scan up to the cap, where a fixed budget spends the same on both. The
+# class defaults flatten at about 1230 tokens (just under the cap of 1280, since both sides are floored to
+# multiples of 28) from about a 1000-pixel-high photo on; the released limits follow the
+# pixels up to 12.8 megapixels.
 #
-# **(b) The M-RoPE ids of 6.5, drawn** in the manner of the paper's Figure 3: one row per axis, one column per
+# **(b) The M-RoPE ids of 6.4, drawn** in the manner of the paper's Figure 3: one row per axis, one column per
 # token. Text climbs the diagonal with equal ids; the image is a 2 x 3 grid at a constant temporal id; the
 # video repeats its 2 x 3 grid at two temporal ids; each block starts one past the largest id before it.
 
@@ -605,52 +1275,261 @@ plt.show()
 
 # %% [markdown]
 # **(c) Smaller position ids for long videos.** §2.1: M-RoPE "reduces the value of position IDs for images and
-# videos, enabling the model to extrapolate to longer sequences". A video sampled at 2 fps (§2.1) has one
-# temporal patch per second; with 336 x 448 frames each temporal patch is 12 x 16 = 192 tokens. The largest
-# position id after 10 text tokens + the video, with 1D RoPE (one id per token) and with M-RoPE:
+# videos, enabling the model to extrapolate to longer sequences". A video sampled at 2 fps has one temporal
+# patch per second; with 336 x 448 frames each temporal patch is 12 x 16 = 192 tokens. The largest position id
+# after 10 text tokens + the video, with 1D RoPE (one id per token) and with M-RoPE, and the id of the text
+# that follows by the paper's rule and in `transformers` 5.23 (§7):
 
 # %%
-print(f"{'video':>8s} {'frames':>7s} {'tokens':>7s} {'1D RoPE max id':>15s} {'M-RoPE max id':>14s}")
-for seconds in (4, 30, 60, 120):
+print(f"{'video':>8s} {'frames':>7s} {'tokens':>7s} {'1D RoPE max id':>15s} {'M-RoPE max id':>14s} "
+      f"{'next text: paper':>17s} {'5.23':>5s}")
+long_rows = []
+for seconds in (4, 16, 30, 60, 120):
     frames = 2 * seconds  # 2 fps
     grid = [frames // TEMPORAL, 336 // PATCH, 448 // PATCH]
-    n_video = grid[0] * grid[1] * grid[2] // MERGE**2
-    vid_types = torch.tensor([[0] * 10 + [2] * n_video])
-    vid_ids, _ = mrope_position_ids(vid_types, video_grid_thw=torch.tensor([grid]))
-    print(f"{seconds:>6d} s {frames:>7d} {n_video:>7d} {10 + n_video - 1:>15d} {int(vid_ids.max()):>14d}")
+    n_vid = grid[0] * grid[1] * grid[2] // MERGE**2
+    kinds = [0] * 10 + [2] * n_vid + [0]
+    vid_ids = mrope_ids(kinds, [grid])
+    hf_next = int(hf_rope_index(kinds, video_grids=torch.tensor([grid]))[0][0, 0, -1])
+    long_rows.append((seconds, n_vid, int(vid_ids[:, :-1].max()), int(vid_ids[0, -1]), hf_next))
+    print(f"{seconds:>6d} s {frames:>7d} {n_vid:>7d} {10 + n_vid - 1:>15d} {long_rows[-1][2]:>14d} "
+          f"{long_rows[-1][3]:>17d} {hf_next:>5d}")
 
 # %% [markdown]
-# Once the video is longer than its frames are wide (here 16 s), the M-RoPE ids grow with the duration in
-# seconds, not with the token count: a 2-minute video spends 23040 tokens but only reaches id 129. (Training
-# capped videos at 16384 tokens by lowering the frame resolution, §2.1.) Small ids are the paper's argument for
-# why the 72B model trained on 16K-token videos still works at 80K tokens (Figure 5; that evaluation cannot
-# be rerun here).
+# Once the video is longer than its frames are wide in merged tokens (here 16 s), the M-RoPE ids grow with the
+# duration in seconds, not with the token count: a 2-minute video spends 23040 tokens but only reaches id 129.
+# (Training capped videos at 16384 tokens by lowering the frame resolution, §2.1.) Small ids are the paper's
+# argument for why the 72B model trained on 16K-token videos still works at 80K tokens (Figure 5; that
+# evaluation cannot be rerun here). Beyond the same 16 s, 5.23 restarts the text inside the video's temporal
+# range (the last column).
 #
 # **(d) The ViT has about 675M parameters (Table 1).** Count the tower on the meta device (no memory, no
 # download) with `Qwen2VLVisionConfig`'s defaults, which are the released Qwen2-VL-7B values (its
 # `config.json` sets only `in_chans` and `spatial_patch_size` in `vision_config`; width 1280, 32 blocks,
 # 16 heads, MLP ratio 4, patch 14, temporal patch 2, merge 2, output width 3584). The 2B and 72B towers differ
-# only in the merger's output width, the LLM's hidden size (1536 and 8192):
+# only in the merger's output width, the LLM's hidden size (1536 and 8192). The count is compared with
+# derivation 7's formula, written out independently of the modules:
 
 # %%
+vit_total = {}
 for llm, width in [("2B", 1536), ("7B", 3584), ("72B", 8192)]:
     with torch.device("meta"):
         vit = Qwen2VisionTransformerPretrainedModel(Qwen2VLVisionConfig(hidden_size=width))
     total = sum(p.numel() for p in vit.parameters())
     body = total - sum(p.numel() for p in vit.merger.parameters())
+    vit_total[llm] = total
     print(f"Qwen2-VL-{llm:3s} ViT: {total / 1e6:6.1f}M (blocks + patch embed {body / 1e6:.1f}M, "
           f"merger {(total - body) / 1e6:.1f}M)")
-    if llm == "7B":
-        c = Qwen2VLVisionConfig()
-        block = 4 * c.embed_dim + 3 * c.embed_dim**2 + 3 * c.embed_dim + c.embed_dim**2 + c.embed_dim \
-            + 2 * 4 * c.embed_dim**2 + 4 * c.embed_dim + c.embed_dim
-        formula = 32 * block + 1176 * 1280 + 2 * 1280 + 5120**2 + 5120 + 5120 * 3584 + 3584
-        assert total == formula, (total, formula)  # derivation 6
-assert c.depth == 32 and c.embed_dim == 1280 and c.num_heads == 16 and c.mlp_ratio == 4 and c.patch_size == 14
+block = 4 * 1280 + (1280 * 3840 + 3840) + (1280**2 + 1280) + 2 * 1280 * 5120 + 5120 + 1280  # derivation 7
+print(f"derivation 7: {block:,} parameters per block")
+assert vit_total["7B"] == 32 * block + 1176 * 1280 + 2 * 1280 + 5120**2 + 5120 + 5120 * 3584 + 3584
 
 # %% [markdown]
 # 675.8M for the 7B, matching Table 1's 675M; Table 1 lists 675M for all three sizes, but counted exactly the
 # 2B's tower is 665.3M and the 72B's 699.4M, since the shared 631.2M body feeds a merger sized for each LLM.
+#
+# **(e) The paper's own ablations, and what each teaches.** Quoted from the paper (no rerun is possible
+# without the trained models); the right column says which part of this reading it bears on.
+#
+# | ablation | setting | result | lesson |
+# |---|---|---|---|
+# | Table 7, §3.3.1 | Qwen2-VL-7B, fixed 64 / 576 / 1600 / 3136 tokens vs dynamic (1924 on average) | InfoVQA 28.85 / 65.72 / 74.99 / 77.27 vs 75.89; OCRBench 572 / 828 / 824 / 786 vs 866 | dynamic resolution is near the best fixed budget on InfoVQA with 61% of its tokens, and best on OCRBench, where more fixed tokens even hurt (786 at 3136) |
+# | Table 8, §3.3.2 | pre-trained Qwen2-1.5B + ViT-L, 1D RoPE vs M-RoPE | NextQA 43.9 vs 46.0, STAR 55.5 vs 57.9, MathVista 39.2 vs 43.4; RealWorldQA 54.5 vs 53.7, InfoVQA 50.8 vs 50.3 | M-RoPE helps video and spatial reasoning; on single-image perception it is about even |
+# | Figure 5, §3.3.2 | Qwen2-VL-72B on Video-MME (medium) at inference lengths up to 80K tokens | robust beyond the 16K training length | the small ids of (c) are what lets video length extrapolate |
+# | Figure 4, §3.3.1 | Qwen2-VL-7B, small images upscaled to above a given `min_pixels` before inference | upscaling helps perception tasks (InfoVQA, HallusionBench, OCRBench), which the paper attributes to the extra computation; too high a `min_pixels` hurts OCRBench, whose many tiny images become out of distribution when blown up; MMMU barely moves | `min_pixels` is a knob worth tuning per task: more tokens help until the resize leaves the training distribution |
+# | Figure 6, §3.3.3 | 2B / 7B / 72B; and 7B over the second pre-training stage's tokens | scores grow with model size, mathematics most; over stage-2 tokens AI2D and InfoVQA rise steadily while VQA fluctuates; OCR-type tasks are strong already at small sizes | with the ViT fixed at 675M for every size, the gains come from the LLM's scale and from data, but not on every benchmark at once |
+
+# %% [markdown]
+# **Limits the paper states.** The paper has no limitations section; the limits it reports are in its
+# ablations: a larger input does not always help (Figure 4: OCRBench drops when tiny images are upscaled too
+# far), M-RoPE is slightly behind 1D RoPE on RealWorldQA and InfoVQA (Table 8), and videos were capped at
+# 16384 tokens in training by lowering the frame resolution (§2.1).
+#
+# **(f) A toy learning reproduction: which position code lets attention tell left from right?** The claim
+# (§3.3.2, Table 8): M-RoPE beats 1D RoPE on tasks that need 2D or 3D positions (MathVista 43.4 vs 39.2, NextQA
+# 46.0 vs 43.9). The toy: an 8 x 8 grid of patch tokens, two marked tokens A and B, all others alike; one
+# attention head (head dim 32, 16 rotary pairs, base $10^6$ as the released LLM) reads from A's position, and a
+# linear layer on its output says whether B is **above** A (height task) or **left of** A (width task). The
+# only position information is the rotary code on $q$ and $k$, so the head must detect the sign of the offset
+# through the rotation. Three codes, everything else equal:
+#
+# - **1D RoPE** on the flattened raster id $8h + w$, all 16 pairs;
+# - **M-RoPE sectioned** $[4, 6, 6]$ (the released $[16, 24, 24]$ scaled to 16 pairs, so each section starts at
+#   the same frequency as in the 7B: the width pairs turn at most $1.8 \times 10^{-4}$ rad per column);
+# - **M-RoPE interleaved** (Qwen3-VL's layout, `shared.mrope`'s `"interleaved"`), $[6, 5, 5]$, the counts that
+#   layout gives 16 pairs: every axis gets fast and slow pairs.
+#
+# An image has a constant temporal id, so in both M-RoPE layouts the temporal pairs carry nothing here.
+# Matched budget: per seed the same initial weights and the same 250 batches of 128 (A, B) pairs for all
+# three codes, Adam at $10^{-2}$, float64; 8 seeds run side by side as a batch of independent models; accuracy
+# on 2000 held-out pairs. First the tables, checked against `shared.mrope.mrope_cos_sin` (which builds them
+# through `transformers`' layout; derivation 6):
+
+# %%
+from shared.mrope import mrope_axis_of_frequency
+
+torch.set_num_threads(1)  # a training cell: one thread, as every reading that trains
+TOY_G, TOY_D, TOY_SEEDS, TOY_STEPS, TOY_BATCH = 8, 32, 8, 250, 128
+toy_h, toy_w = (t.flatten() for t in torch.meshgrid(torch.arange(TOY_G), torch.arange(TOY_G), indexing="ij"))
+toy_theta = 1e6 ** (-torch.arange(0, TOY_D, 2, dtype=torch.float64) / TOY_D)  # (16,) fast to slow
+TOY_CODES = {"1D RoPE (raster 8h + w)": ("sectioned", [16, 0, 0], True),
+             "M-RoPE sectioned [4, 6, 6]": ("sectioned", [4, 6, 6], False),
+             "M-RoPE interleaved [6, 5, 5]": ("interleaved", [6, 5, 5], False)}
+
+
+def toy_tables(layout: str, section: list[int], raster: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """float64 cos/sin (64, 32) of the 64 grid cells, and their (3, 64) ids; raster: 1D ids on all axes."""
+    ids3 = (toy_h * TOY_G + toy_w).expand(3, -1) if raster else torch.stack([torch.zeros_like(toy_h), toy_h, toy_w])
+    axis = mrope_axis_of_frequency(section, layout)  # (16,) which axis drives each pair
+    ang = ids3[axis].double().T * toy_theta  # (64, 16): pair i turns by id[axis(i)] * theta_i
+    ang = torch.cat([ang, ang], dim=-1)  # rotate-half layout
+    return ang.cos(), ang.sin(), ids3
+
+
+for name, code in TOY_CODES.items():
+    c64, s64, ids3 = toy_tables(*code)
+    ref_c, ref_s = mrope_cos_sin(ids3, toy_theta.float(), code[1], layout=code[0])
+    assert_close(c64.float(), ref_c, atol=1e-6, name=name)
+    assert_close(s64.float(), ref_s, atol=1e-6, name=name)
+    w_pairs = toy_theta[mrope_axis_of_frequency(code[1], code[0]) == 2]
+    fastest_w = 1.0 if code[2] else (w_pairs.max().item() if len(w_pairs) else 0.0)
+    print(f"{name:30s} tables equal shared.mrope; fastest pair driven by the width turns "
+          f"{fastest_w:.1e} rad per column" + (" (via the raster id)" if code[2] else ""))
+
+# %% [markdown]
+# The model, written for speed: the query is A's token, so a score needs only the three token types' keys
+# rotated to the 64 cells (the 62 unmarked tokens share one key and one value). Output
+# $o = \sum_j a_j v_j$, logit $= w^\top o + b$, binary cross-entropy.
+
+# %%
+def toy_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    return x * cos + rotate_half(x) * sin  # rotate-half RoPE (F2)
+
+
+def toy_batch(n: int, task: str, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(seeds, n) cells of A and B (distinct) and labels: B above A (height) or B left of A (width)."""
+    a = torch.randint(0, TOY_G**2, (TOY_SEEDS, n), generator=gen)
+    b = torch.randint(0, TOY_G**2 - 1, (TOY_SEEDS, n), generator=gen)
+    b = b + (b >= a)  # never the same cell
+    axis = toy_h if task == "height" else toy_w
+    return a, b, (axis[b] < axis[a]).double()
+
+
+def toy_train(code: tuple, task: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train 8 seeds at once; returns held-out accuracy (8,) and the training loss curve (steps, 8)."""
+    cos, sin, _ = toy_tables(*code)
+    init = torch.Generator().manual_seed(0)  # the same initial weights for every code
+    emb = (0.5 * torch.randn(TOY_SEEDS, 3, TOY_D, generator=init, dtype=torch.float64)).requires_grad_()
+    W = (torch.randn(TOY_SEEDS, 3, TOY_D, TOY_D, generator=init, dtype=torch.float64) / TOY_D**0.5).requires_grad_()
+    w_out = torch.zeros(TOY_SEEDS, TOY_D, dtype=torch.float64, requires_grad=True)
+    b_out = torch.zeros(TOY_SEEDS, 1, dtype=torch.float64, requires_grad=True)
+
+    def logits(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        q = toy_rotate(torch.einsum("sd,sde->se", emb[:, 0], W[:, 0])[:, None], cos[a], sin[a])  # (S, n, D)
+        keys, vals = emb @ W[:, 1], emb @ W[:, 2]  # (S, 3, D): A, B, unmarked
+        scores = q @ toy_rotate(keys[:, 2:3], cos, sin).transpose(1, 2)  # (S, n, 64): unmarked key everywhere
+        s_a = (q * toy_rotate(keys[:, 0:1], cos[a], sin[a])).sum(-1, keepdim=True)  # (S, n, 1)
+        s_b = (q * toy_rotate(keys[:, 1:2], cos[b], sin[b])).sum(-1, keepdim=True)
+        att = torch.softmax(scores.scatter(2, a[..., None], s_a).scatter(2, b[..., None], s_b) / TOY_D**0.5, -1)
+        p_a, p_b = att.gather(2, a[..., None]), att.gather(2, b[..., None])  # (S, n, 1)
+        o = p_a * vals[:, None, 0] + p_b * vals[:, None, 1] + (1 - p_a - p_b) * vals[:, None, 2]  # (S, n, D)
+        return (o * w_out[:, None]).sum(-1) + b_out  # (S, n)
+
+    opt = torch.optim.Adam([emb, W, w_out, b_out], lr=1e-2)
+    data = torch.Generator().manual_seed(1)  # the same batches for every code
+    curve = []
+    for _ in range(TOY_STEPS):
+        a, b, y = toy_batch(TOY_BATCH, task, data)
+        loss = F.binary_cross_entropy_with_logits(logits(a, b), y, reduction="none").mean(1)  # (S,)
+        opt.zero_grad()
+        loss.sum().backward()  # the seeds are independent: summing keeps each one's own gradient
+        opt.step()
+        curve.append(loss.detach())
+    a, b, y = toy_batch(2000, task, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        return ((logits(a, b) > 0).double() == y).double().mean(1), torch.stack(curve)
+
+
+toy_acc, toy_curves = {}, {}
+for task in ("height", "width"):
+    for name, code in TOY_CODES.items():
+        toy_acc[task, name], toy_curves[task, name] = toy_train(code, task)
+majority = {t: max(m, 1 - m) for t, m in
+            [(t, toy_batch(2000, t, torch.Generator().manual_seed(2))[2].mean().item()) for t in ("height", "width")]}
+
+# %% [markdown]
+# Results: mean ± std and min-max over the 8 seeds, beside the training-loss curves (mean over seeds, band =
+# min-max). "always the majority class" is the accuracy of a model that ignores positions.
+
+# %%
+print(f"{'task':7s} {'position code':30s} {'accuracy mean ± std':>20s} {'min':>6s} {'max':>6s}")
+for (task, name), acc in toy_acc.items():
+    print(f"{task:7s} {name:30s} {acc.mean():>12.3f} ± {acc.std():.3f} {acc.min():>6.3f} {acc.max():>6.3f}")
+for task, m in majority.items():
+    print(f"{task:7s} {'always the majority class':30s} {m:>12.3f}")
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.2), sharey=True)
+for axk, task in zip(axes, ("height", "width"), strict=True):
+    for (t, name), curve in toy_curves.items():
+        if t == task:
+            line, = axk.plot(curve.mean(1).numpy(), label=name, lw=1.2)
+            axk.fill_between(range(TOY_STEPS), curve.min(1).values.numpy(), curve.max(1).values.numpy(),
+                             color=line.get_color(), alpha=0.15)
+    axk.set(title=f"is B {'above' if task == 'height' else 'left of'} A? ({task} task)", xlabel="training step")
+axes[0].set_ylabel("training BCE loss (8 seeds)")
+axes[1].legend(fontsize=7)
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **What the toy shows.** On the width task the released split fails: sectioned M-RoPE stays within 0.01 of
+# the majority-class accuracy (0.557) on every seed, because the width pairs turn at most $1.8 \times 10^{-4}$ rad per
+# column, 0.0013 rad across the grid, and no weight the optimiser reaches in 250 steps makes that visible
+# through a softmax. 1D RoPE does a little better (it would need a rotation with a period of exactly 8 ids to
+# read the column from the raster id). Interleaving, which gives the width axis a pair turning 0.18 rad per
+# column, solves it on every seed. On the height task 1D RoPE is good but not perfect (the raster id orders
+# rows, but the offset $8\Delta h + \Delta w$ overlaps between rows), the sectioned split learns it on most seeds
+# but not all (its height pairs turn at most 0.03 rad per row; see the min), and interleaving is perfect.
+# So at this scale "separate axes" help only when each axis gets frequencies fast enough for the offsets it
+# must resolve: M-RoPE's gain in Table 8 is real for height, but the released $[16, 24, 24]$ split starves the
+# width, which is what Qwen3-VL's interleaved layout fixes. This is a toy: the 7B model has 28 layers, many
+# heads and 1.4T tokens to learn large weights, and the paper reports no per-axis failure; what the toy does
+# show is that the slow width rotations of 6.5 are a real handicap for a single attention head.
+
+# %% [markdown]
+# ### What a healthy run prints
+#
+# Exact counts (the same on every machine): 66 tokens for 224 x 224; 1230 and 15552 tokens for a 12 MP phone
+# photo under the class defaults and the released limits; 675.8M ViT parameters for the 7B; a 2-minute video at
+# 336 x 448 reaching id 129; `transformers` 5.23 agreeing with the paper up to 16 s of video at 448 x 448 and
+# differing from 17 s on. Errors as bounds: `pixel_values` < 1e-06, ViT features and tokens < 1e-04, the
+# end-to-end logits < 1e-04 (float32 through a random tiny model). A wrong input is far outside that: with the
+# tiny LLM's `rope_theta` of 100, a video shifted by one id, swapped height and width ids, or two swapped image
+# tokens each move the logits by more than 1e-02 (the values are printed in §7; with `rope_theta` $10^6$ a
+# one-off position would move them only by about 1e-03). The toy of (f): interleaved M-RoPE at accuracy
+# 1.000 on both tasks; sectioned M-RoPE on the width task within 0.02 of the majority class on every seed.
+
+# %%
+healthy = {
+    "224x224 tokens": int(grid_224.prod()) // 4 + 2,
+    "12 MP tokens (class defaults)": np.prod(smart_resize(3024, 4032, **PROCESSOR_DEFAULT)) // 28**2,
+    "12 MP tokens (released)": np.prod(smart_resize(3024, 4032, **RELEASED)) // 28**2,
+    "ViT params 7B (M)": round(vit_total["7B"] / 1e6, 1),
+    "2-min video max id": long_rows[-1][2],
+    "5.23 first wrong second at 448": min(s for s in range(1, 40) if len(set(next_text_id(s))) > 1),
+}
+for k, v in healthy.items():
+    print(f"{k:32s} {v}")
+assert healthy == {"224x224 tokens": 66, "12 MP tokens (class defaults)": 1230, "12 MP tokens (released)": 15552,
+                   "ViT params 7B (M)": 675.8, "2-min video max id": 129, "5.23 first wrong second at 448": 17}
+assert max(err, err_cos) < 1e-5 and max(err_f, err_t, err_fv, err_tv, err_e2e) < 1e-4
+assert min((logits - ref_logits).abs().max().item() for logits in moved.values()) > 1e-2
+print("toy: interleaved min accuracy", round(min(toy_acc[t, "M-RoPE interleaved [6, 5, 5]"].min().item()
+                                              for t in ("height", "width")), 3),
+      "| sectioned width max accuracy", round(toy_acc["width", "M-RoPE sectioned [4, 6, 6]"].max().item(), 3),
+      "vs majority", round(majority["width"], 3))
+assert min(toy_acc[t, "M-RoPE interleaved [6, 5, 5]"].min().item() for t in ("height", "width")) > 0.98
+assert toy_acc["width", "M-RoPE sectioned [4, 6, 6]"].max().item() < majority["width"] + 0.02
 
 # %% [markdown]
 # ## Misconceptions
@@ -659,39 +1538,54 @@ assert c.depth == 32 and c.embed_dim == 1280 and c.num_heads == 16 and c.mlp_rat
 #   to 1024-dim visual features, "only 5M parameters". **Correction:** "a simple MLP layer is employed after the
 #   ViT to compress adjacent 2 × 2 tokens into a single token" (§2.1): LayerNorm, concatenation of the four
 #   1280-dim patch features, Linear 5120→5120, GELU, Linear 5120→LLM width (3584 for the 7B). That is 44.6M
-#   parameters (§8 (d) above), there is no attention in it, and the widths are 1280 in and 1536 / 3584 / 8192 out.
+#   parameters (§8 (d)), there is no attention in it, and the widths are 1280 in and 1536 / 3584 / 8192 out
+#   (checked against `PatchMerger` in §7).
 # - **Claim:** the ViT is small (a ViT-L of about 300M). **Correction:** "a Vision Transformer (ViT) with
 #   approximately 675 million parameters" (§2.1), the same for all sizes (§2, Table 1); counted above: 675.8M
-#   for the 7B. (The M-RoPE ablation of §3.3.2 uses a ViT-L backbone instead.)
-# - **Claim (seed):** images of different sizes are zero-padded at the borders to align tensors, or switched
-#   between 224x224 (phone) and 1024x1024 (cloud) with "feature interpolation". **Correction:** each image is
-#   resized to its own multiple-of-28 size (6.1 above), patches of all images are packed into one sequence
-#   (paper §2.1) with block-diagonal attention (6.4 above), and there is no position table to interpolate: the
-#   ViT's absolute position embeddings were removed for 2D RoPE (paper §2.1).
+#   for the 7B. (The M-RoPE ablation of §3.3.2 uses a ViT-L backbone instead.) Nor is it cheap: at high
+#   resolution its full attention costs more than the 7B LLM (6.3).
+# - **Claim (seed):** Qwen2-VL handles phone photos by switching between 224x224 (phone) and 1024x1024 (cloud)
+#   with "feature interpolation", trains on "60% phone photos" with a "real data first" sampler, and so
+#   understands phone photos "35% better". **Correction:** there is no resolution switch and nothing to
+#   interpolate: each image is resized to its own multiple-of-28 size (derivation 1; a 12 MP photo keeps its
+#   full 3024 x 4032 under the released limits, 6.1), the patches of all images are packed into one sequence
+#   with block-diagonal attention (the released code; 6.2 and §7), and the ViT's absolute position embeddings were replaced by
+#   2D RoPE (§2.1, §2.2). The paper's data description (§2.2) lists data kinds and sources (cleaned web pages,
+#   open-source datasets, synthetic data) and gives no phone-photo share, no such sampler and no 35% figure; its
+#   evidence for native resolution is Table 7 (dynamic vs fixed token budgets), quoted in (e).
+# - **Claim:** the processor's `max_pixels` of $28^2 \cdot 1280$ is the model's limit. **Correction:** it is the
+#   `transformers` class default; the released `preprocessor_config.json` allows 16384 tokens
+#   ($12845056 = 16384 \cdot 28^2$ pixels), the cap of §3.3.1 (derivation 1, 6.1).
 # - **Claim:** with M-RoPE, text positions are encoded differently from a text-only LLM. **Correction:** text
 #   ids are equal on the three axes, so M-RoPE is exactly 1D RoPE on text (§2.1; checked bit for bit in §7).
 # - **Claim:** an image has two temporal positions because it is duplicated into two frames. **Correction:**
 #   the two frames form one $2 \times 14 \times 14$ tube, so an image has a single temporal cell and a constant
 #   temporal id (§2.1); a video at 2 fps gets one temporal id per second.
-# - **Interview trap:** "the next modality starts at the previous block's start + its side". The paper says
-#   the largest id + 1, which `transformers` 5.23 only matches when the video is not longer than it is wide
-#   (§7).
+# - **Claim:** the three M-RoPE axes share the frequency spectrum. **Correction:** with the released
+#   `mrope_section` $[16, 24, 24]$ time gets the 16 fastest pairs and width the 24 slowest (derivation 6, 6.5);
+#   the toy of Reproduction (f) shows what that costs a single attention head.
+# - **Interview trap:** "the next modality starts at the previous block's start + its side", as `transformers`
+#   5.23 computes it. The paper says the largest id + 1 (§2.1); 5.23's rule is a regression from 5.3.0 that
+#   makes text restart inside a long video, makes two videos share temporal ids, and disagrees with its own
+#   generation path (§7).
 
 # %% [markdown]
 # ## Exercises
 #
-# 1. How many LLM tokens (without the two markers) does a 1000 x 1000 image cost with the default limits?
-#    Work it out by hand with derivation 1, then set `answer_1` and run the cell.
+# 1. How many LLM tokens (without the two markers) does a 1000 x 1000 image cost with the processor's class
+#    defaults? Work it out by hand with derivation 1, then set `answer_1` and run the cell.
 # 2. A 10-second clip sampled at 2 fps with 336 x 336 frames: how many LLM tokens, and what is the largest
 #    M-RoPE id if the clip starts at id 0? Set `answer_2 = (tokens, largest_id)`.
-# 3. Why must the ViT's head dimension be a multiple of 4 for its 2D RoPE, while the LLM's M-RoPE only needs
-#    an even head dimension whose half is split by `mrope_section`?
-# 4. Show that the attention score between two tokens of the same image row depends only on their column
-#    offset. Which frequencies of the $[16, 24, 24]$ section does the score then depend on?
+# 3. With the released limits, what is the largest 16:9 image (height x width, multiples of 28) that keeps its
+#    full resolution, and how many tokens does it cost? Set `answer_3 = (height, width, tokens)`.
+# 4. Why must the ViT's head dimension be a multiple of 4 for its 2D RoPE, while the LLM's M-RoPE only needs
+#    an even head dimension whose half is split by `mrope_section`? Which pairs of the $[16, 24, 24]$ section
+#    does the score between two tokens of the same image row depend on, and how fast do they turn?
 
 # %%
 answer_1 = None  # your number of tokens
 answer_2 = None  # (tokens, largest id)
+answer_3 = None  # (height, width, tokens)
 
 if answer_1 is not None:
     h1, w1 = smart_resize(1000, 1000)
@@ -700,21 +1594,78 @@ if answer_2 is not None:
     g2 = [20 // 2, 336 // 14, 336 // 14]
     ids2, _ = mrope_position_ids(torch.tensor([[2] * (g2[0] * g2[1] * g2[2] // 4)]), video_grid_thw=torch.tensor([g2]))
     print("exercise 2:", "correct" if answer_2 == (ids2.shape[-1], int(ids2.max())) else "not quite")
+if answer_3 is not None:
+    best = max((h * w, h, w) for h in range(28, 4000, 28) for w in range(28, 7000, 28)
+               if 9 * w == 16 * h and h * w <= RELEASED["max_pixels"] and smart_resize(h, w, **RELEASED) == (h, w))
+    print("exercise 3:", "correct" if answer_3 == (best[1], best[2], best[0] // 28**2) else "not quite")
+
+# %% [markdown]
+# ### Worked answers (try first)
+#
+# 1. **1225.** $\mathrm{round}(1000/28) = 36$, so $\bar H = \bar W = 1008$ and $1008^2 = 1{,}016{,}064 > 28^2 \cdot 1280
+#    = 1{,}003{,}520$: the shrink branch fires with $\beta = \sqrt{10^6 / 1{,}003{,}520} = 0.99825$, and
+#    $\lfloor 1000 / (0.99825 \cdot 28) \rfloor = \lfloor 35.78 \rfloor = 35$: $980 \times 980$, $35^2 = 1225$ tokens
+#    (not $36^2 = 1296$: rounding up overshoots the cap, and the shrink floors).
+# 2. **(1440, 11).** 20 frames make $T = 10$ temporal patches; $336/14 = 24$ patches per side, 12 after merging:
+#    $10 \cdot 12 \cdot 12 = 1440$ tokens. The largest id is $\max(T, 12, 12) - 1 = 11$ (derivation 5).
+# 3. **(2520, 4480, 14400).** A 16:9 size in multiples of 28 is $28 \cdot 9k \times 28 \cdot 16k$, i.e. $144k^2$
+#    tokens; $144k^2 \le 16384$ gives $k = 10$: $2520 \times 4480$, 14400 tokens, and `smart_resize` leaves it as
+#    it is (rounding changes nothing and it is under both limits).
+# 4. The ViT splits its $d/2$ pairs equally between row and column, so $d/2$ must be even: $d$ a multiple of 4.
+#    M-RoPE only needs the three section sizes to add up to $d/2$. Two tokens of one image row share the
+#    temporal and height ids, so on pairs 0-39 their relative rotation is zero and the score depends on the
+#    offset only through the 24 width pairs 40-63, which turn at most $\theta_{40} = 1.8 \times 10^{-4}$ rad per
+#    column. The cell checks each answer against an independent computation.
+
+# %%
+# 1 and 3: transformers' smart_resize; 2: transformers' get_rope_index; 3 also by brute force over 16:9 sizes
+h1, w1 = hf_smart_resize(1000, 1000, **PROCESSOR_DEFAULT)
+assert (h1 // 28) * (w1 // 28) == 1225
+ids2, _ = hf_rope_index([2] * 1440, video_grids=torch.tensor([[10, 24, 24]]))
+assert ids2.shape[-1] == 1440 and int(ids2.max()) == 11
+best3 = max((h * w, h, w) for k in range(1, 20) for h, w in [(28 * 9 * k, 28 * 16 * k)]
+            if hf_smart_resize(h, w, **RELEASED) == (h, w))
+assert (best3[1], best3[2], best3[0] // 28**2) == (2520, 4480, 14400)
+# 4: the score of two tokens in one image row (t = 0, h = 5; columns 3 and 146), with transformers' M-RoPE tables,
+# against the complex-number form in which only the width pairs 40..63 rotate, by (3 - 146) * theta_i
+q4, k4 = torch.randn(2, 128, generator=torch.Generator().manual_seed(4), dtype=torch.float64).unbind(0)
+row_ids = torch.tensor([[[0, 0]], [[5, 5]], [[3, 146]]])  # (3, 1, 2): (t, h, w) of the two tokens
+c4, s4 = rotary(torch.zeros(1, 2, 128), row_ids)  # (1, 2, 128) float32
+rq = q4.float() * c4[0, 0] + rotate_half(q4.float()) * s4[0, 0]
+rk = k4.float() * c4[0, 1] + rotate_half(k4.float()) * s4[0, 1]
+zq, zk = torch.complex(q4[:64], q4[64:]), torch.complex(k4[:64], k4[64:])  # pair i = (x_i, x_{i+64})
+phase = torch.zeros(64, dtype=torch.float64)
+phase[40:] = (3 - 146) * theta_llm[40:]  # only the width pairs turn
+score_pairs = (zq * zk.conj() * torch.exp(1j * phase)).real.sum().item()
+assert abs((rq * rk).sum().item() - score_pairs) < 1e-3
+print(f"exercises: 1225 tokens; (1440, 11); (2520, 4480, 14400); same-row score {score_pairs:.3f} from the 24 "
+      f"width pairs alone, whose fastest turns {143 * theta_llm[40].item():.3f} rad over 143 columns")
 
 # %% [markdown]
 # ## References
 #
 # - Peng Wang, Shuai Bai, Sinan Tan, et al. *Qwen2-VL: Enhancing Vision-Language Model's Perception of the World
-#   at Any Resolution.* arXiv:2409.12191, 2024. §1 (fixed resolutions, 1D positions), §2 and Table 1 (675M ViT),
+#   at Any Resolution.* arXiv:2409.12191v2, 2024 (the version cited throughout). §1 (fixed resolutions, 1D positions), §2 and Table 1 (675M ViT),
 #   §2.1 (naive dynamic resolution, 2D RoPE, 2x2 MLP merger, 66 tokens for 224 × 224, M-RoPE, 2 fps, two
-#   identical frames per image, 16384 tokens per video), Table 7 and §3.3.1 (dynamic vs fixed tokens,
-#   `min_pixels` / `max_pixels`), Table 8 and Figure 5 in §3.3.2 (M-RoPE ablation and extrapolation).
-# - Official code: [QwenLM/Qwen2-VL](https://github.com/QwenLM/Qwen2-VL) (`qwen-vl-utils`:
-#   `qwen_vl_utils/vision_process.py`, `smart_resize`).
-# - Qwen2.5-VL (arXiv:2502.13923) §2.1.3, time-aligned M-RoPE: reading V7.
+#   identical frames per image, 16384 tokens per video), §2.2 and §2.2.1 (three training stages, data, data
+#   format), Table 7, Figure 4 and §3.3.1 (dynamic vs fixed tokens, `min_pixels` / `max_pixels`, upscaling small
+#   images), Table 8 and Figure 5
+#   in §3.3.2 (M-RoPE ablation and extrapolation), Figure 6 in §3.3.3 (model and data scaling).
+# - Official code: [QwenLM/Qwen2-VL](https://github.com/QwenLM/Qwen2-VL); `qwen-vl-utils` 0.0.14 on PyPI,
+#   `qwen_vl_utils/vision_process.py` (`smart_resize`, `smart_nframes`, `fetch_video`), transcribed in §7 and 6.7.
+#   Released processor limits: [Qwen2-VL-7B-Instruct `preprocessor_config.json`](https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct/blob/main/preprocessor_config.json)
+#   and its model card.
+# - Lineage: Qwen-VL, arXiv:2308.12966; NaViT (Patch n' Pack), arXiv:2307.06304; RoFormer (RoPE),
+#   arXiv:2104.09864; Qwen2.5-VL, arXiv:2502.13923 §2.1.3 (time-aligned M-RoPE): reading V7.
 # - Reference implementation used in §7: `transformers` 5.23.0,
 #   `models/qwen2_vl/image_processing_pil_qwen2_vl.py` (`smart_resize`, `Qwen2VLImageProcessorPil`),
 #   `models/qwen2_vl/modeling_qwen2_vl.py` (`PatchEmbed`, `PatchMerger`, `Qwen2VLVisionRotaryEmbedding`,
-#   `Qwen2VisionTransformerPretrainedModel`, `Qwen2VLModel.get_rope_index`, `Qwen2VLRotaryEmbedding`),
-#   `vision_utils.get_vision_position_ids`, `models/qwen2/modeling_qwen2.py` (`Qwen2RotaryEmbedding`); the
-#   course's `shared.mrope` and `shared.vision` (tested in `tests/test_mrope.py`, `tests/test_vision.py`).
+#   `Qwen2VisionTransformerPretrainedModel`, `Qwen2VLModel.get_rope_index`, `Qwen2VLRotaryEmbedding`,
+#   `Qwen2VLForConditionalGeneration`), `vision_utils.get_vision_position_ids`, `models/qwen2/modeling_qwen2.py`
+#   (`Qwen2RotaryEmbedding`, `Qwen2Model`); the course's `shared.mrope` and `shared.vision` (tested in
+#   `tests/test_mrope.py`, `tests/test_vision.py`). Version history read from release wheels between 4.49.0 and 5.24.0
+#   (listed in §7) (`Qwen2VLModel.get_rope_index`, `Qwen2_5_VLModel.get_rope_index`); upstream threads:
+#   [transformers#45381](https://github.com/huggingface/transformers/issues/45381),
+#   [#45400](https://github.com/huggingface/transformers/pull/45400),
+#   [#48669](https://github.com/huggingface/transformers/pull/48669); vLLM
+#   [`qwen2_vl.py`](https://github.com/vllm-project/vllm/blob/002d181a55a03803d7d69547846630069d2378b8/vllm/model_executor/models/qwen2_vl.py).
