@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 48
+#     cpu_seconds: 52
 #     id: R7
 #     papers:
 #     - arxiv: '2402.03300'
@@ -12,6 +12,7 @@
 #     - arxiv: '2503.14476'
 #       title: 'DAPO: An Open-Source LLM Reinforcement Learning System at Scale'
 #     part: rl
+#     peak_memory_mb: 707
 #     prerequisites:
 #     - R4
 #     - R6
@@ -37,55 +38,59 @@
 #
 # **Papers:** Zhihong Shao, Peiyi Wang, Qihao Zhu, Runxin Xu, Junxiao Song, et al. (DeepSeek-AI), *DeepSeekMath:
 # Pushing the Limits of Mathematical Reasoning in Open Language Models*, 2024.
-# [arXiv:2402.03300](https://arxiv.org/abs/2402.03300) (GRPO, §4.1) ·
+# [arXiv:2402.03300](https://arxiv.org/abs/2402.03300) (v3; GRPO is §4.1) ·
 # Zichen Liu, Changyu Chen, Wenjun Li, Penghui Qi, et al. (Sea AI Lab, NUS, SMU), *Understanding R1-Zero-Like
 # Training: A Critical Perspective*, 2025. [arXiv:2503.20783](https://arxiv.org/abs/2503.20783) (Dr. GRPO, §3) ·
 # Qiying Yu, Zheng Zhang, Ruofei Zhu, et al. (ByteDance Seed, Tsinghua AIR, HKU), *DAPO: An Open-Source LLM
-# Reinforcement Learning System at Scale*, 2025. [arXiv:2503.14476](https://arxiv.org/abs/2503.14476)
+# Reinforcement Learning System at Scale*, 2025. [arXiv:2503.14476](https://arxiv.org/abs/2503.14476) (v1)
 #
 # **Official code:** [deepseek-ai/DeepSeek-Math](https://github.com/deepseek-ai/DeepSeek-Math) (models and
 # evaluation; no RL code) · [sail-sg/understand-r1-zero](https://github.com/sail-sg/understand-r1-zero) ·
-# DAPO in [volcengine/verl](https://github.com/volcengine/verl) (`recipe/dapo`)
+# [BytedTsinghua-SIA/DAPO](https://github.com/BytedTsinghua-SIA/DAPO) (project; its training code is `recipe/dapo` in [volcengine/verl](https://github.com/volcengine/verl))
 #
 # **Prerequisites:** [R4 · PPO](R4_ppo.ipynb) (clipped surrogate, advantages) ·
 # [R6 · DPO](R6_dpo.ipynb) (the reference policy and the KL to it)
 #
-# **CPU run time:** 48 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 52 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+#
+# **Peak memory:** 707 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
 #
-# GRPO (DeepSeekMath §4.1) is PPO without a value model: sample $G$ answers per question, score them with a
-# rule or reward model, and use **each answer's reward minus the mean reward of its own group**, divided by the
-# group's std, as the advantage of every token of that answer; a k3 estimate of KL to a reference model is added
-# to the loss. It took DeepSeekMath-Instruct 7B from 46.8% to 51.7% on MATH (Table 5). **Dr. GRPO** (2503.20783
-# §3) shows that GRPO's $1/|o_i|$ length normalisation and std scaling bias the update (longer wrong answers,
-# over-weighted easy/hard questions) and removes both. **DAPO** (2503.14476 §3) adds clip-higher
-# ($\varepsilon_{\text{high}} = 0.28 > \varepsilon_{\text{low}} = 0.2$), dynamic sampling (drop groups whose answers
-# are all right or all wrong), a token-level loss and overlong reward shaping: 50 on AIME 2024 with Qwen2.5-32B,
-# where naive GRPO reached 30 (Table 1). Here each piece is derived, written from scratch, checked against the
-# course's `shared.policy_losses` (itself tested against `trl` 1.16.0), and used to train a tiny policy. On that toy
-# (2 seeds) all four variants learn; the KL term slows GRPO the most, DAPO ends highest at 3 times the samples,
-# and Dr. GRPO's length bias does not show at this scale.
+# - **GRPO** (DeepSeekMath §4.1) is PPO without a value model: each answer's advantage is its reward minus the mean
+#   over the $G$ answers **to the same question**, divided by their std; a k3 KL to a reference model is added to the
+#   loss. 46.8% → 51.7% on MATH (Table 5).
+# - **Dr. GRPO** (2503.20783 §3) removes the $1/|o_i|$ and the std, which bias the update by length and difficulty;
+#   **DAPO** (2503.14476 §3) adds clip-higher, dynamic sampling, a token-level loss and overlong shaping: 30 → 50 on
+#   AIME 2024 (Table 1).
+# - Each piece is derived next to its code and checked against `trl` 1.16's `GRPOTrainer`; one whole training step is
+#   checked against the from-scratch pieces and `torch.optim.Adam`. The k3 term *as a loss* has the gradient of the
+#   forward KL$(\pi_{\text{ref}}\|\pi_\theta)$, not of the KL it estimates.
+# - Toy, 15 variants x 8 replicates at a matched 10,240 sampled answers: plain GRPO with $\beta = 0$ is as good as any
+#   variant; the loss changes of Dr. GRPO and DAPO are within noise; dynamic sampling and DAPO are behind per sampled
+#   answer (ahead per step); overlong shaping costs 52 points; the k3 KL costs 3.7.
+# - Dropping $1/|o_i|$ shortens wrong answers slightly, as Dr. GRPO predicts; the toy does **not** reproduce "RL
+#   raises Maj@K but not Pass@K" (its Pass@64 rises too, from a uniform start).
 
 # %% [markdown]
 # ## 中文速览
 #
-# GRPO（DeepSeekMath §4.1）是去掉价值模型的 PPO：每道题采样 $G$ 个回答，用规则或奖励模型打分，**以该回答的奖励减去
-# 同一道题这一组回答的平均奖励、再除以组内标准差**作为该回答所有 token 的优势；损失里再加上到参考模型的 k3 KL 估计。
-# 它把 DeepSeekMath-Instruct 7B 在 MATH 上从 46.8% 提到 51.7%（表 5）。**Dr. GRPO**（2503.20783 §3）指出 GRPO 的
-# $1/|o_i|$ 长度归一化和标准差缩放会带来偏差（错误回答变长、过易/过难题权重过大），于是把两者都去掉。**DAPO**
-# （2503.14476 §3）加入 clip-higher（$\varepsilon_{\text{high}}=0.28>\varepsilon_{\text{low}}=0.2$）、动态采样（丢弃全对或全错的组）、
-# token 级损失和超长奖励整形：Qwen2.5-32B 在 AIME 2024 上达到 50 分，朴素 GRPO 只有 30 分（表 1）。本笔记逐项推导、
-# 从零实现，与课程的 `shared.policy_losses`（已对照 `trl` 1.16.0 测试）核对，并用它们训练一个小策略。在这个玩具任务上
-# （2 个随机种子）四种变体都能学会；KL 项对 GRPO 的拖慢最明显，DAPO 最终准确率最高但采样量是 3 倍，而 Dr. GRPO
-# 所说的长度偏差在这个规模上看不出来。
+# - **GRPO**（DeepSeekMath §4.1）是去掉价值模型的 PPO：每个回答的优势是其奖励减去**同一道题**的 $G$ 个回答的均值、再除以它们的标准差；损失中另加到参考模型的 k3 KL。MATH 从 46.8% 提到
+#   51.7%（表 5）。
+# - **Dr. GRPO**（2503.20783 §3）去掉 $1/|o_i|$ 和标准差，它们会按长度和难度使更新有偏；**DAPO**（2503.14476 §3）加入 clip-higher、动态采样、token
+#   级损失和超长整形：AIME 2024 从 30 分到 50 分（表 1）。
+# - 每一步推导都放在实现它的代码旁边，并与 `trl` 1.16 的 `GRPOTrainer` 对照；完整的一步训练也与从零实现的各部分和 `torch.optim.Adam` 对照。k3 项**作为损失**时，其梯度是前向
+#   KL$(\pi_{\text{ref}}\|\pi_\theta)$ 的梯度，而不是它所估计的那个 KL 的梯度。
+# - 玩具任务，15 种变体 × 8 个重复，采样回答数同为 10,240：$\beta=0$ 的朴素 GRPO 不输于任何变体；Dr. GRPO 与 DAPO 的损失改动都在噪声范围内；按采样回答数计，动态采样和 DAPO
+#   落后（按步数计领先）；超长整形损失 52 个点；k3 KL 损失 3.7 个点。
+# - 去掉 $1/|o_i|$ 使错误回答略微变短，与 Dr. GRPO 的预测一致；玩具任务**没有**复现"RL 提高 Maj@K 而不提高 Pass@K"（从均匀策略出发，Pass@64 也上升）。
 
 # %% [markdown]
 # ## Setup
 #
 # One cell installs the course helper on Colab only (CI skips it); the next imports, seeds and picks the
-# device. Nothing here needs a GPU: the policy trained below has about 7k parameters.
+# device. Nothing here needs a GPU: the policies trained below are tables of 5,070 logits each.
 
 # %% tags=["nbval-skip"]
 # Colab only: install the course helper package with its pinned versions. CI skips this cell.
@@ -104,7 +109,6 @@ import math
 
 import matplotlib.pyplot as plt
 import torch
-import torch.nn as nn
 from tqdm.auto import tqdm
 
 from shared import policy_losses as shared_pl
@@ -112,10 +116,9 @@ from shared.utils import assert_close, error_bound, pick_device, seed_everything
 
 seed_everything(0)
 device = pick_device()  # every reading runs on CPU; a GPU only makes it faster
-torch.set_num_threads(1)  # the tensors here are tiny: one thread is fastest, and steady on a busy machine
-# float64 everywhere: training draws ~280k answers, and in float32 the last-bit differences between CPUs'
-# kernels (AVX2 vs AVX-512) flip a few of them and change the printed curves. float64 shrinks those differences
-# far below what can flip a sample, at about 1.4x the training time.
+torch.set_num_threads(1)  # the tensors here are small: one thread is fastest, and steady on a busy machine
+# float64 everywhere: training draws ~1.2M answers, and in float32 the last-bit differences between CPUs'
+# kernels (AVX2 vs AVX-512) can flip a sample and change the printed curves; float64 makes that vanishingly rare.
 torch.set_default_dtype(torch.float64)
 print("torch", torch.__version__)
 
@@ -129,23 +132,27 @@ print("torch", torch.__version__)
 # that is accurate at each token" (DeepSeekMath §4.1.1). GRPO "obviates the need for additional value function
 # approximation as in PPO, and instead uses the average reward of multiple sampled outputs, produced in response
 # to the same question, as the baseline" (§4.1.1, Figure 4). Trained with it on about 144K GSM8K/MATH
-# questions, DeepSeekMath-RL 7B reaches 88.2% on GSM8K and 51.7% on MATH, from DeepSeekMath-Instruct 7B's 82.9%
-# and 46.8% (Table 5).
+# questions (§4.2), DeepSeekMath-RL 7B reaches 88.2% on GSM8K and 51.7% on MATH, from DeepSeekMath-Instruct 7B's
+# 82.9% and 46.8% (Table 5).
 #
 # **GRPO's objective is biased.** Liu et al. argue that the response-length growth seen in R1-Zero-style runs
 # "may also be attributed to a bias inherent in the GRPO [...] objective function" (2503.20783 §3.1): dividing by
-# $|o_i|$ penalises long wrong answers less, and dividing by the group std over-weights questions that are too
-# easy or too hard. With both terms removed (Dr. GRPO, §3.2), "GRPO tends to continually generate longer
-# responses even when the reward improvement slows down", while Dr. GRPO "prevents the response length from
-# growing wildly" and "the length of incorrect responses is substantially reduced" (§3.2, Figure 5; summarised in
-# Figure 1 right). Their
-# minimal recipe reaches 43.3% on AIME 2024 with a 7B base model (abstract).
+# $|o_i|$ penalises long wrong answers less, and dividing by the group std gives more weight to questions whose
+# rewards vary little (too easy or too hard). With both terms removed (Dr. GRPO, §3.2), the length of incorrect
+# responses is "substantially reduced" (Figure 5; Figure 1 right). Their minimal recipe reaches 43.3% on AIME 2024
+# with a 7B base model (abstract).
 #
 # **Naive GRPO does not scale to long chains of thought.** DAPO's authors saw "entropy collapse, reward noise, and
 # training instability" (§1): naive GRPO on Qwen2.5-32B reaches 30 points on AIME 2024 (avg@32), against 47 for
 # DeepSeek-R1-Zero-Qwen-32B. Adding their techniques one by one gives 36 (overlong filtering), 38 (clip-higher),
 # 41 (soft overlong punishment), 42 (token-level loss) and 50 (dynamic sampling) (Table 1), with 50% of the
 # training steps of R1-Zero-Qwen-32B (Figure 1).
+#
+# **Lineage.** GRPO is PPO (Schulman et al. 2017, arXiv:1707.06347; reading R4) with the critic replaced by a
+# group baseline, a relative of RLOO's leave-one-out baseline (Ahmadian et al. 2024, arXiv:2402.14740); DeepSeek-R1
+# (arXiv:2501.12948) trained with it at scale; Dr. GRPO and DAPO (2025) remove its biases and fix its behaviour
+# on long chains of thought; GSPO (arXiv:2507.18071, reading R8) moves the ratio and the clipping to the sequence
+# level; DeepSeek-V3.2 (arXiv:2512.02556) weights the k3 KL by the ratio, which `trl` 1.16 adopts by default.
 
 # %% [markdown]
 # ## Derivations
@@ -153,97 +160,34 @@ print("torch", torch.__version__)
 # Notation: a question $q$, $G$ outputs $o_1, \dots, o_G \sim \pi_{\theta_{\text{old}}}(\cdot \mid q)$ with rewards
 # $r_1, \dots, r_G$; $o_{i,t}$ is token $t$ of output $i$ and
 # $\rho_{i,t} = \pi_\theta(o_{i,t} \mid q, o_{i,<t}) / \pi_{\theta_{\text{old}}}(o_{i,t} \mid q, o_{i,<t})$ its
-# importance ratio.
+# importance ratio. Each derivation is followed by the code that implements it (sections 5 and 6 interleave).
+# Every batch is padded: `rewards` is `(batch,)` with each question's $G$ answers next to each other
+# (`batch = n_questions * G`), per-token tensors are `(batch, T)` with a 0/1 `mask` on real completion tokens,
+# and `logps[i, t]` is $\log\pi_\theta(o_{i,t} \mid q, o_{i,<t})$ of the sampled token.
 #
-# **1. The GRPO objective (DeepSeekMath eq. 3, maximised).**
+# ### D1. The GRPO objective (DeepSeekMath eq. 3, maximised) and the outcome advantage (§4.1.2)
 #
 # $$\mathcal J_{\text{GRPO}}(\theta) = \mathbb E\Big[\frac1G\sum_{i=1}^G \frac1{|o_i|}\sum_{t=1}^{|o_i|}
 # \Big\{\min\big[\rho_{i,t}\hat A_{i,t},\ \text{clip}(\rho_{i,t}, 1-\varepsilon, 1+\varepsilon)\hat A_{i,t}\big]
-# - \beta\, \mathbb D_{\text{KL}}[\pi_\theta \| \pi_{\text{ref}}]\Big\}\Big],$$
+# - \beta\, \mathbb D_{\text{KL}}[\pi_\theta \| \pi_{\text{ref}}]\Big\}\Big],
+# \qquad \hat A_{i,t} = \tilde r_i = \frac{r_i - \operatorname{mean}(\mathbf r)}{\operatorname{std}(\mathbf r)},$$
 #
-# with outcome supervision (§4.1.2) giving every token of $o_i$ the same advantage
+# with $\mathbf r = \{r_1, \dots, r_G\}$ the rewards of **the same question's** group: outcome supervision gives
+# every token of $o_i$ the same advantage.
 #
-# $$\hat A_{i,t} = \tilde r_i = \frac{r_i - \operatorname{mean}(\mathbf r)}{\operatorname{std}(\mathbf r)},
-# \qquad \mathbf r = \{r_1, \dots, r_G\}\ \text{(the rewards of the same question's group)}.$$
-#
-# **2. Why the group mean is a valid baseline.** The policy gradient of $J = \mathbb E_{o \sim \pi_\theta}[R(o)]$
-# is $\mathbb E[R(o)\nabla\log\pi_\theta(o)]$, and $\nabla\log\pi_\theta(o) = \sum_t \nabla\log\pi_\theta(o_t \mid q,
-# o_{<t})$ (a **sum** over tokens). For i.i.d. samples and $b_i = \frac1G\sum_j r_j$:
+# **Why the group mean is a valid baseline.** The policy gradient of $J = \mathbb E_{o \sim \pi_\theta}[R(o)]$
+# is $\mathbb E[R(o)\nabla\log\pi_\theta(o)]$ with $\nabla\log\pi_\theta(o) = \sum_t \nabla\log\pi_\theta(o_t \mid q,
+# o_{<t})$. For i.i.d. samples and $b_i = \frac1G\sum_j r_j$, since $\mathbb E[\nabla\log\pi(o_i)] = 0$ and $o_j$ is
+# independent of $o_i$ for $j \ne i$:
 #
 # $$\mathbb E\big[(r_i - b_i)\nabla\log\pi(o_i)\big] = \big(1 - \tfrac1G\big)\mathbb E[r_i\nabla\log\pi(o_i)]
-# - \tfrac1G\sum_{j\ne i}\mathbb E[r_j]\,\underbrace{\mathbb E[\nabla\log\pi(o_i)]}_{=\,0}
-# = \tfrac{G-1}{G}\,\nabla J.$$
+# - \tfrac1G\sum_{j\ne i}\mathbb E[r_j]\,\mathbb E[\nabla\log\pi(o_i)] = \tfrac{G-1}{G}\,\nabla J.$$
 #
-# So centring by the group mean is unbiased up to the constant $(G-1)/G$; it only reduces variance. The baseline
-# is computed **per question** from samples of the current policy: not a running average of past returns.
+# Centring by the group mean is unbiased up to the constant $(G-1)/G$ and typically reduces variance. The baseline is
+# computed **per question**, from samples of the current policy; it is not a running average of past returns.
 #
-# **3. The k3 KL estimator (eq. 4).** With $x = \pi_{\text{ref}}(o_{i,t} \mid \cdot) / \pi_\theta(o_{i,t} \mid \cdot)$
-# at the sampled token,
-#
-# $$\hat k_3 = x - \log x - 1 \ \ge 0 \quad \text{since } \log x \le x - 1,$$
-#
-# with equality only at $x = 1$. Unbiased: for $o \sim \pi_\theta$, $\mathbb E[x] = \sum_o \pi_\theta(o)
-# \frac{\pi_{\text{ref}}(o)}{\pi_\theta(o)} = 1$, so $\mathbb E[\hat k_3] = 1 - 1 - \mathbb E[\log x] =
-# \mathbb E_{\pi_\theta}[\log\frac{\pi_\theta}{\pi_{\text{ref}}}] = \mathbb D_{\text{KL}}[\pi_\theta\|\pi_{\text{ref}}]$.
-# The naive $\hat k_1 = -\log x$ is also unbiased but takes negative values (checked in walkthrough 6.2 below).
-# GRPO adds this term to the loss, not to the reward as PPO-RLHF does (§4.1.1).
-#
-# **4. Per-token weights: the length bias (Dr. GRPO §3.1).** On-policy ($\rho = 1$, no clipping active) the
-# gradient of the three aggregations puts weight $w_i$ on every $\nabla\log\pi(o_{i,t})$:
-#
-# | loss | aggregation | $w_i$ |
-# | --- | --- | --- |
-# | GRPO (eq. 3) | $\frac1G\sum_i\frac1{\lvert o_i\rvert}\sum_t$ | $\hat A_i / (G\,\lvert o_i\rvert)$ |
-# | Dr. GRPO (§3.2) | $\frac{1}{G\,L_{\max}}\sum_i\sum_t$ | $\tilde A_i / (G\,L_{\max})$, with $\tilde A_i = r_i - \operatorname{mean}(\mathbf r)$ |
-# | DAPO (eq. 12) | $\frac{1}{\sum_i\lvert o_i\rvert}\sum_i\sum_t$ | $\hat A_i / \sum_j\lvert o_j\rvert$ |
-#
-# Only GRPO's weight depends on the answer's own length: a wrong answer ($\hat A_i < 0$) of 30 tokens is pushed
-# down 3 times less per token than one of 10 tokens, so long wrong answers survive, and short right answers are
-# pushed up more. Dr. GRPO's constant $L_{\max}$ rescales the learning rate only, and gives back derivation 2's
-# sum over tokens. DAPO's normaliser is shared by every token of the batch (checked in walkthrough 6.5 below).
-#
-# **5. The std: a per-question weight (Dr. GRPO §3.1).** For 0/1 rewards with $k$ of $G$ correct,
-# $\hat p = k/G$ and the unbiased std is $\sqrt{\frac{G}{G-1}\hat p(1-\hat p)}$. Dividing by it multiplies the
-# whole question's gradient by $1/\text{std}$, which is largest when $\hat p$ is near 0 or 1: the
-# *question-level difficulty bias*. For $G = 8$: $1/\text{std} = 2.83$ for $k = 1$ and $1.87$ for $k = 4$. Dr.
-# GRPO drops the division; `trl` calls this `scale_rewards="none"` (and `"batch"` divides by one batch-wide std,
-# the usual RL advantage normalisation that §3.1 contrasts with the per-question one).
-#
-# **6. Clip-higher (DAPO §3.1, eq. 10).** With $\hat A > 0$ the clipped term caps the gain at
-# $\rho \le 1 + \varepsilon_{\text{high}}$, i.e. $\pi_\theta \le (1+\varepsilon_{\text{high}})\,\pi_{\text{old}}$ per
-# update: a token at $\pi_{\text{old}} = 0.01$ can reach 0.012 with $\varepsilon = 0.2$, while one at 0.9 can
-# reach any probability ("1.08"); DAPO raises only the upper bound to $\varepsilon_{\text{high}} = 0.28$ (0.0128)
-# to keep exploration tokens alive and keeps $\varepsilon_{\text{low}} = 0.2$ because increasing it "will
-# suppress the probability of these tokens to 0, resulting in the collapse of the sampling space" (§3.1). When
-# the ratio leaves the range in the direction the advantage pushes it (above $1+\varepsilon_{\text{high}}$ for
-# $\hat A > 0$, below $1-\varepsilon_{\text{low}}$ for $\hat A < 0$), the min picks the clipped, constant branch
-# and the token's gradient is exactly zero; in the other direction the unclipped term is smaller and is kept
-# (PPO's pessimistic bound).
-#
-# **7. Dynamic sampling (DAPO §3.2, eq. 11).** If all $G$ rewards of a question are equal, every
-# $r_i - \operatorname{mean}(\mathbf r) = 0$, so with $\beta = 0$ the whole group contributes zero gradient while
-# still filling the batch. DAPO over-samples and keeps only groups with
-# $0 < |\{o_i \text{ correct}\}| < G$ "until the batch is fully filled".
-#
-# **8. Overlong reward shaping (DAPO §3.4, eq. 13).** With a hard cap $L_{\max}$ and a soft buffer $L_{\text{cache}}$:
-#
-# $$R_{\text{length}}(y) = \begin{cases} 0, & |y| \le L_{\max} - L_{\text{cache}} \\
-# \frac{(L_{\max} - L_{\text{cache}}) - |y|}{L_{\text{cache}}}, & L_{\max} - L_{\text{cache}} < |y| \le L_{\max} \\
-# -1, & L_{\max} < |y| \end{cases}$$
-#
-# added to the correctness reward; DAPO uses $L_{\max} = 20{,}480$ and $L_{\text{cache}} = 4{,}096$ (§4.1).
-
-# %% [markdown]
-# ## Walkthrough
-#
-# Everything below works on padded batches: `rewards` is `(batch,)` with each question's $G$ answers next to each
-# other (`batch = n_questions * G`), per-token tensors are `(batch, T)` with a 0/1 `mask` that marks real
-# completion tokens. `logps[i, t]` is $\log\pi_\theta(o_{i,t} \mid q, o_{i,<t})$ of the token that was sampled.
-#
-# ### 6.1 Group-relative advantages (derivation 1, 5)
-#
-# Reshape to `(n_questions, G)`, subtract each row's mean, optionally divide by the row's std (GRPO), by one
-# std of the whole batch, or not at all (Dr. GRPO). `torch.std` is the unbiased (Bessel) std, as in `trl`;
+# The code: reshape to `(n_questions, G)`, subtract each row's mean, optionally divide by the row's std (GRPO),
+# by one std of the whole batch, or not at all (Dr. GRPO). `torch.std` is the unbiased (Bessel) std, as in `trl`;
 # `eps` keeps an all-equal group at 0 instead of 0/0.
 
 # %%
@@ -259,21 +203,95 @@ def advantages_from_scratch(rewards, G, scale="group", eps=1e-4):
 
 rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0,   # a hard question: 1 of 8 right
                         1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0,   # a medium question: 4 of 8
-                        1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])  # an easy one: all right, no signal
+                        1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 0.0])  # an easy one: 7 of 8
 for scale in ("group", "none"):
     adv = advantages_from_scratch(rewards, 8, scale).view(3, 8)
-    print(f"scale={scale:5s} correct answer's advantage: hard {adv[0, 0]:.3f}, medium {adv[1, 0]:.3f}, "
-          f"easy {adv[2, 0]:.3f}")
+    print(f"scale={scale:5s} advantages of answer 1 / answer 8: hard {adv[0, 0]:.3f} / {adv[0, 7]:.3f}, "
+          f"medium {adv[1, 0]:.3f} / {adv[1, 7]:.3f}, easy {adv[2, 0]:.3f} / {adv[2, 7]:.3f}")
 
 # %% [markdown]
-# With std scaling the lone right answer of the hard question gets 2.47 against 0.94 on the medium one
-# (derivation 5: a factor $1/\text{std}$ of 2.83 vs 1.87 on top of the centred reward); the easy question gives
-# zeros either way (derivation 7).
+# ### D2. What dividing by the group std does (Dr. GRPO §3.1), and why a constant scale does not matter
 #
-# ### 6.2 The k3 KL estimator (derivation 3)
+# For 0/1 rewards with $k$ of $G$ correct, $\hat p = k/G$ and the unbiased std is
+# $\sigma_k = \sqrt{\frac{G}{G-1}\hat p(1-\hat p)}$. Dividing by it multiplies **the whole question's** gradient by
+# $1/\sigma_k$. The centred rewards alone already give a question a total weight $\sum_i |r_i - \bar r| =
+# 2G\hat p(1-\hat p)$, largest at $\hat p = 1/2$ and small for the nearly-solved or nearly-hopeless; dividing by
+# $\sigma_k \propto \sqrt{\hat p(1-\hat p)}$ turns that into $\propto\sqrt{\hat p(1-\hat p)}$: relative to a medium
+# question, a question with 1 right answer of 8 goes from 0.44 to 0.66 of its weight (1.75/4.00 and 4.95/7.48 in
+# the printout below). Dividing by the std **up-weights the questions whose rewards vary little: too easy or too
+# hard ones** (Dr. GRPO §3.1: "questions with lower
+# standard deviations (e.g., too easy or too hard questions [...]) are given higher weights during policy
+# updates"). Above: one right answer out of 8 gets advantage 2.47 with the std and 0.875 without; the medium
+# question's right answers get 0.94 and 0.5. A batch-wide std (`scale_rewards="batch"`) is one constant for every
+# question, so it does not change their relative weights.
 #
-# One line, on the log-probs of the sampled tokens. Below, a 5-token categorical: the exact KL, and the
-# Monte-Carlo means of $\hat k_1 = -\log x$ and $\hat k_3$ over 200k samples from $\pi_\theta$.
+# **A constant rescaling of the loss is irrelevant under Adam.** Adam's step is
+# $\hat m_t/(\sqrt{\hat v_t} + \epsilon)$; multiplying every gradient by $c > 0$ multiplies $\hat m_t$ by $c$ and
+# $\sqrt{\hat v_t}$ by $c$, so the step is unchanged up to $\epsilon$. So Dr. GRPO's constant $1/(G L_{\max})$,
+# a $\pm1$ reward instead of 0/1 when the advantages are not divided by the std (it doubles every advantage), or a
+# batch-wide std that barely changes between steps, change the learning rate of SGD but (almost) nothing under Adam. What Adam cannot
+# undo is a weight that differs **between** questions or answers in the same batch: $1/\sigma_k$ and $1/|o_i|$. The
+# cell prints $1/\sigma_k$ for $G = 8$ and runs Adam on a loss and on 1000 times that loss.
+
+# %%
+G8 = 8
+for k in range(1, G8):
+    p = k / G8
+    sigma = math.sqrt(G8 / (G8 - 1) * p * (1 - p))
+    print(f"k={k}: 1/std = {1 / sigma:.2f}, total |centred| = {2 * G8 * p * (1 - p):.2f}, "
+          f"with std: {2 * G8 * p * (1 - p) / sigma:.2f}")
+
+w_target = torch.randn(20, generator=torch.Generator().manual_seed(0))
+params = [torch.zeros(20, requires_grad=True), torch.zeros(20, requires_grad=True)]
+opts = [torch.optim.Adam([p], lr=0.01) for p in params]
+for _ in range(50):
+    for scale, p, opt in zip((1.0, 1000.0), params, opts, strict=True):
+        opt.zero_grad()
+        (scale * ((p - w_target) ** 4).sum()).backward()
+        opt.step()
+print("Adam, loss vs 1000 x loss, after 50 steps: max |difference of the parameters| "
+      f"{error_bound((params[0] - params[1]).abs().max().item(), 1e-6)}; parameters moved "
+      f"{params[0].abs().max().item():.2f}")
+
+# %% [markdown]
+# ### D3. The k3 KL estimator: its value estimates KL$(\pi_\theta\|\pi_{\text{ref}})$, its gradient is that of KL$(\pi_{\text{ref}}\|\pi_\theta)$
+#
+# DeepSeekMath eq. 4 writes, at the sampled token, with $x = \pi_{\text{ref}}(o_{i,t} \mid \cdot) / \pi_\theta(o_{i,t} \mid \cdot)$,
+#
+# $$\hat k_3 = x - \log x - 1 \ \ge 0 \quad \text{since } \log x \le x - 1 .$$
+#
+# **Its value.** For $o \sim \pi_\theta$, $\mathbb E[x] = \sum_o \pi_\theta(o)\frac{\pi_{\text{ref}}(o)}{\pi_\theta(o)} = 1$,
+# so $\mathbb E[\hat k_3] = \mathbb E_{\pi_\theta}[\log\frac{\pi_\theta}{\pi_{\text{ref}}}] =
+# \mathrm{KL}(\pi_\theta\|\pi_{\text{ref}})$: unbiased for the **reverse** KL (Schulman 2020). The naive
+# $\hat k_1 = -\log x$ is unbiased too but takes negative values.
+#
+# **Its gradient, used as a loss.** The trainer samples $o \sim \pi_\theta$, treats the samples as fixed and
+# differentiates $\hat k_3(o)$. Per sample, $\nabla_\theta \hat k_3 = (1 - x)\,\nabla\log\pi_\theta(o)$ (from
+# $\nabla x = -x\,\nabla\log\pi_\theta$). In expectation:
+#
+# $$\mathbb E_{o\sim\pi_\theta}\big[\nabla\hat k_3\big] = \sum_o \big(\pi_\theta(o) - \pi_{\text{ref}}(o)\big)\nabla\log\pi_\theta(o)
+# = \underbrace{\textstyle\sum_o \nabla\pi_\theta(o)}_{=\,\nabla 1\,=\,0} - \sum_o\pi_{\text{ref}}(o)\nabla\log\pi_\theta(o)
+# = \nabla_\theta\,\mathrm{KL}(\pi_{\text{ref}}\|\pi_\theta).$$
+#
+# So GRPO's KL term pulls with the gradient of the **forward** KL, not of the reverse KL whose value it reports.
+# (For $\hat k_1$ the same computation gives $\mathbb E[\nabla\log\pi_\theta] = 0$: as a loss it does nothing on
+# average.) **The importance-weighted form** that `trl` 1.16 uses by default (`use_bias_correction_kl=True`,
+# from DeepSeek-V3.2, arXiv:2512.02556) multiplies $\hat k_3$ by $\rho = \pi_\theta/\pi_{\theta_{\text{old}}}$, which
+# equals 1 on-policy but carries the gradient $\nabla\rho = \nabla\log\pi_\theta$:
+#
+# $$\nabla(\rho\,\hat k_3) = \big(\hat k_3 + 1 - x\big)\nabla\log\pi_\theta = -\log x\,\nabla\log\pi_\theta
+# = \log\tfrac{\pi_\theta}{\pi_{\text{ref}}}\,\nabla\log\pi_\theta,\qquad
+# \mathbb E_{\pi_\theta}\big[\nabla(\rho\hat k_3)\big] = \sum_o \pi_\theta\log\tfrac{\pi_\theta}{\pi_{\text{ref}}}\nabla\log\pi_\theta
+# = \nabla_\theta\,\mathrm{KL}(\pi_\theta\|\pi_{\text{ref}}),$$
+#
+# the reverse-KL gradient (the last step uses $\sum_o \pi_\theta\nabla\log\pi_\theta = 0$). Both statements hold per
+# token with the prefix held fixed; the prefix distribution's own dependence on $\theta$ is not differentiated by
+# either form.
+#
+# The cell checks this on a 5-outcome categorical $\pi_\theta = \mathrm{softmax}(\theta)$: the expected gradient of
+# each surrogate, computed exactly as $\sum_o \mathrm{sg}[\pi_\theta(o)]\,\nabla(\cdot)(o)$ (the sampling weights
+# are not differentiated, as in training), against autograd of the closed-form KLs, an independent computation.
+# A Monte-Carlo mean over 200k samples shows the same from samples, and that both values estimate the reverse KL.
 
 # %%
 def k3_from_scratch(logps, ref_logps):
@@ -281,25 +299,71 @@ def k3_from_scratch(logps, ref_logps):
     return torch.exp(log_x) - log_x - 1  # x - log x - 1 >= 0
 
 
-gen = torch.Generator().manual_seed(0)
-pi = torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05])
-ref = torch.tensor([0.2, 0.2, 0.2, 0.2, 0.2])
-exact = (pi * (pi / ref).log()).sum()
-samples = torch.multinomial(pi, 200_000, replacement=True, generator=gen)  # o ~ pi_theta
-k1 = -(ref[samples] / pi[samples]).log()
-k3 = k3_from_scratch(pi[samples].log(), ref[samples].log())
-print(f"exact KL {exact:.4f} | mean k1 {k1.mean():.4f} (min {k1.min():.3f}) | mean k3 {k3.mean():.4f} "
-      f"(min {k3.min():.3f})")
-print(f"std of one sample: k1 {k1.std():.3f}, k3 {k3.std():.3f}")
+theta_cat = torch.tensor([1.0, 0.3, -0.2, 0.5, -1.0], requires_grad=True)  # a categorical policy's logits
+ref_cat = torch.softmax(torch.tensor([0.0, 0.8, 0.0, -0.5, 0.2]), 0)  # pi_ref, fixed
+
+
+def expected_grad(surrogate):  # sum_o sg[pi(o)] * grad surrogate(o): the gradient training sees on average
+    logp = torch.log_softmax(theta_cat, 0)  # (5,)
+    per_outcome = surrogate(logp, ref_cat.log())  # (5,)
+    return torch.autograd.grad((logp.exp().detach() * per_outcome).sum(), theta_cat)[0]
+
+
+g_k3 = expected_grad(k3_from_scratch)
+g_k3_is = expected_grad(lambda lp, rl: torch.exp(lp - lp.detach()) * k3_from_scratch(lp, rl))  # rho * k3
+g_k1 = expected_grad(lambda lp, rl: lp - rl)
+pi_cat = torch.softmax(theta_cat, 0)
+g_forward = torch.autograd.grad((ref_cat * (ref_cat.log() - pi_cat.log())).sum(), theta_cat)[0]  # KL(ref||pi)
+pi_cat = torch.softmax(theta_cat, 0)
+g_reverse = torch.autograd.grad((pi_cat * (pi_cat.log() - ref_cat.log())).sum(), theta_cat)[0]  # KL(pi||ref)
+kl_errors = {
+    "k3 -> forward": assert_close(g_k3, g_forward, atol=1e-12, name="E[grad k3] vs grad KL(ref||pi)"),
+    "rho*k3 -> reverse": assert_close(g_k3_is, g_reverse, atol=1e-12, name="E[grad rho k3] vs grad KL(pi||ref)"),
+    "k1 -> 0": assert_close(g_k1, torch.zeros(5), atol=1e-12, name="E[grad k1] vs 0"),
+}
+print("grad KL(ref||pi)  :", [round(v, 4) for v in g_forward.tolist()])
+print("grad KL(pi||ref)  :", [round(v, 4) for v in g_reverse.tolist()])
+print(f"k3 -> forward, rho*k3 -> reverse, k1 -> 0: largest error {error_bound(max(kl_errors.values()), 1e-12)}; "
+      f"the two KL gradients differ by {(g_forward - g_reverse).norm():.3f} (norms {g_forward.norm():.3f}, "
+      f"{g_reverse.norm():.3f})")
+
+with torch.no_grad():
+    pi_cat = torch.softmax(theta_cat, 0)
+    o = torch.multinomial(pi_cat, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    k1_s, k3_s = pi_cat.log()[o] - ref_cat.log()[o], k3_from_scratch(pi_cat.log()[o], ref_cat.log()[o])
+    exact_rev = (pi_cat * (pi_cat / ref_cat).log()).sum()
+    exact_fwd = (ref_cat * (ref_cat / pi_cat).log()).sum()
+print(f"values: KL(pi||ref) {exact_rev:.4f}, KL(ref||pi) {exact_fwd:.4f} | mean k1 {k1_s.mean():.4f} "
+      f"(min {k1_s.min():.3f}), mean k3 {k3_s.mean():.4f} (min {k3_s.min():.3f})")
+logp_mc = torch.log_softmax(theta_cat, 0)[o]  # Monte Carlo: autograd through the sampled tokens' log-probs
+g_mc = torch.autograd.grad(k3_from_scratch(logp_mc, ref_cat.log()[o]).mean(), theta_cat)[0]
+print("MC mean of grad k3:", [round(v, 3) for v in g_mc.tolist()], "(compare with grad KL(ref||pi))")
 
 # %% [markdown]
-# Both means match the exact KL; $\hat k_1$ is negative on some samples, $\hat k_3$ never is (derivation 3).
+# Both means estimate the reverse KL (0.316 here; the forward KL is 0.325); as gradients, plain $\hat k_3$ follows the forward KL and
+# $\rho\hat k_3$ the reverse one, and they point in visibly different directions. GRPO adds the term to the loss,
+# not to the reward as PPO-RLHF does (§4.1.1). Which one a trainer uses changes training: the reproduction below
+# runs both (`GRPO β=0.04` and `... IS-KL`).
 #
-# ### 6.3 Importance ratios: per token (GRPO, DAPO) or per sequence (GSPO)
+# **`trl` and the paper differ here, and both are "right" for a different objective.** DeepSeekMath's eq. 3 uses
+# plain $\hat k_3$, so the paper's GRPO follows the forward-KL gradient; `trl` 1.16 multiplies by $\rho$ by default
+# (`use_bias_correction_kl=True`, `grpo_config.py`; its help text cites DeepSeek-V3.2 for "the unbiased
+# reverse-KL gradient"), which matches the KL$(\pi_\theta\|\pi_{\text{ref}})$ written in eq. 3. The difference fires
+# whenever β ≠ 0, on-policy too (the ratio's value is 1 but its gradient is not); `trl`'s default β is 0.0, where
+# neither form exists. To reproduce DeepSeekMath with `trl`, set `use_bias_correction_kl=False`.
 #
-# The ratio is $\exp(\log\pi_\theta - \log\pi_{\text{old}})$ per token. GSPO (reading R8) uses one ratio per
-# answer, the geometric mean of its token ratios over the mask; `trl` calls this
-# `importance_sampling_level="sequence"`.
+# ### D4. Importance ratios and the clipped surrogate with decoupled bounds (DAPO §3.1, eq. 10)
+#
+# With $\hat A > 0$ the clipped term caps the gain at $\rho \le 1 + \varepsilon_{\text{high}}$, i.e.
+# $\pi_\theta \le (1+\varepsilon_{\text{high}})\,\pi_{\text{old}}$ per update: a token at $\pi_{\text{old}} = 0.01$
+# can reach 0.012 with $\varepsilon = 0.2$, while one at 0.9 can reach any probability; DAPO raises only the upper
+# bound to $\varepsilon_{\text{high}} = 0.28$ (0.0128) to keep low-probability "exploration" tokens alive and keeps
+# $\varepsilon_{\text{low}} = 0.2$, because increasing it "will suppress the probability of these tokens to 0,
+# resulting in the collapse of the sampling space" (§3.1). When the ratio leaves the range in the direction the
+# advantage pushes it, the min picks the clipped constant and the token's gradient is exactly zero; in the other
+# direction the unclipped term is smaller and is kept (PPO's pessimistic bound). GSPO (reading R8) uses one ratio
+# per answer, the geometric mean of its token ratios (`trl`'s `importance_sampling_level="sequence"`). Below, a
+# token whose probability rose 25% is clipped (zero gradient) with $\varepsilon_{\text{high}} = 0.2$, not with 0.28.
 
 # %%
 def log_ratios_from_scratch(logps, old_logps, mask, level="token"):
@@ -310,14 +374,7 @@ def log_ratios_from_scratch(logps, old_logps, mask, level="token"):
     lengths = mask.sum(dim=1, keepdim=True).clamp(min=1.0)  # (batch, 1): |o_i|
     return (log_ratio * mask).sum(dim=1, keepdim=True) / lengths  # (batch, 1): log of the geometric mean
 
-# %% [markdown]
-# ### 6.4 The clipped surrogate with decoupled bounds (derivation 6)
-#
-# As a loss to minimise: $-\min(\rho A, \text{clip}(\rho, 1-\varepsilon_{\text{low}}, 1+\varepsilon_{\text{high}})A)$.
-# Below, a token whose probability rose 25% gets clipped (zero gradient) with $\varepsilon_{\text{high}} = 0.2$ but
-# not with DAPO's 0.28.
 
-# %%
 def clipped_surrogate_from_scratch(log_ratio, advantages, eps_low=0.2, eps_high=0.2):
     ratio = torch.exp(log_ratio)  # (batch, T) or (batch, 1)
     adv = advantages.unsqueeze(1) if advantages.dim() == 1 else advantages  # (batch, 1): one A per answer
@@ -330,66 +387,144 @@ for eps_high in (0.2, 0.28):
     loss = clipped_surrogate_from_scratch(log_ratio, torch.tensor([1.0]), 0.2, eps_high).sum()
     (grad,) = torch.autograd.grad(loss, log_ratio)
     print(f"eps_high={eps_high}: loss {loss.item():.3f}, d loss / d log rho = {grad.item():.3f}")
-print(f"max probability of a 0.01 token after one update: eps 0.2 -> {0.01 * 1.2:.4f}, "
-      f"eps_high 0.28 -> {0.01 * 1.28:.4f}")
 
 # %% [markdown]
-# ### 6.5 Three ways to average: grpo, dr_grpo, dapo (derivation 4)
+# ### D5. How the per-token losses are averaged: the length bias, and DAPO's eq. 12 per question vs per batch
 #
-# The names are `trl`'s `loss_type` values. `bnpo` (sum over this batch's tokens / their number) equals `dapo`
-# when the batch is the whole batch; `dapo` divides by the token count of the *whole* generation batch, so that
-# losses of micro-batches add up to one token mean. Then a check of derivation 4 with autograd: two wrong
-# answers ($\hat A = -1$) of 2 and 6 tokens.
+# On-policy ($\rho = 1$, no clipping active) each aggregation puts a weight $w_i$ on every
+# $\nabla\log\pi(o_{i,t})$ of answer $i$:
+#
+# | loss | aggregation | $w_i$ |
+# | --- | --- | --- |
+# | GRPO (eq. 3) | $\frac1G\sum_i\frac1{\lvert o_i\rvert}\sum_t$ | $\hat A_i / (G\,\lvert o_i\rvert)$ |
+# | Dr. GRPO (§3.2) | $\frac{1}{G\,L_{\max}}\sum_i\sum_t$ | $\tilde A_i / (G\,L_{\max})$, $\tilde A_i = r_i - \operatorname{mean}(\mathbf r)$ |
+# | DAPO eq. 12, as written | $\mathbb E_q\big[\frac{1}{\sum_{i=1}^G\lvert o_i\rvert}\sum_i\sum_t\big]$ | $\hat A_i / (n_q \sum_{j \in q}\lvert o_j\rvert)$ |
+# | `verl` at the DAPO recipe (`use_token_level_loss`), per micro-batch $b$ of $n_b$ answers | $\frac{n_b}{N}\frac{1}{\sum_{j\in b}\lvert o_j\rvert}\sum_{j\in b}\sum_t$, summed over micro-batches | $\hat A_i\, n_b / (N \sum_{j \in b}\lvert o_j\rvert)$ |
+# | `verl` model engine (Nov 2025 on) `token-mean`; `trl` `dapo` | $\frac{1}{\sum_{\text{batch}}\lvert o_j\rvert}\sum_{\text{batch}}\sum_t$ | $\hat A_i / \sum_{\text{all } j}\lvert o_j\rvert$ |
+#
+# Only GRPO's weight depends on the answer's own length: a wrong answer ($\hat A_i < 0$) of 30 tokens is pushed
+# down 3 times less per token than one of 10 tokens, so long wrong answers survive (Dr. GRPO §3.1). Dr. GRPO's
+# $L_{\max}$ is a constant (irrelevant under Adam, D2).
+#
+# **DAPO eq. 12 normalises per question.** The paper writes the token-level loss inside the expectation over
+# $(q, a)$: $\mathbb E_{(q,a)\sim\mathcal D}\big[\frac{1}{\sum_{i=1}^{G}|o_i|}\sum_{i=1}^{G}\sum_{t=1}^{|o_i|}\cdots\big]$,
+# so each question's $G$ answers share one token mean and questions are then averaged with equal weight $1/n_q$.
+# DAPO's own code does not do that, and what it does has changed between `verl` versions:
+#
+# - **The run behind the paper's numbers.** The recipe
+#   [`recipe/dapo/run_dapo_qwen2.5_32b.sh`](https://github.com/volcengine/verl/blob/03150d4fa825bcca1ec5c0a3f582cf6449148112/recipe/dapo/run_dapo_qwen2.5_32b.sh)
+#   (commit 03150d4, 27 Mar 2025) sets `use_token_level_loss=True`, which the recipe's
+#   [README](https://github.com/volcengine/verl/blob/04f41b77f4d0235d2ef7bada2d2ff6177b0dac23/recipe/dapo/README.md)
+#   (commit 04f41b77, 18 Mar 2025) documents as "mean the policy gradient loss across all the tokens in all the
+#   sequences in a batch" (`verl_F.masked_mean(pg_losses, eos_mask)`). But that line runs in
+#   `verl/workers/actor/dp_actor.py` **once per micro-batch on each GPU**: with `use_dynamic_bsz=True`, as the
+#   recipe sets, the micro-batch's token mean is scaled by its share of the mini-batch's answers,
+#   `len(data) / ppo_mini_batch_size` (without it, divided by the number of micro-batches), the gradients are
+#   accumulated and then averaged over the data-parallel GPUs. The result is a token mean **per micro-batch**,
+#   averaged over micro-batches with weights $n_b/N$, $N$ the answers in the mini-batch (the table's row): neither eq. 12's per-question mean nor
+#   one token mean over the batch. Micro-batches are packed by token count (`ppo_max_token_len_per_gpu`), and one
+#   optimizer step sees a mini-batch of 32 prompts x 16 answers (`train_prompt_mini_bsz=32`; 16 mini-batches per
+#   512-prompt batch).
+# - **Later `verl`.** `use_token_level_loss` became `loss_agg_mode="token-mean"` (commit 2ec29d99, 27 Mar 2025,
+#   whose README says "in a mini-batch"), implemented by `agg_loss` as `masked_mean(loss_mat, loss_mask)`
+#   ([`core_algos.py` at tag v0.4.0](https://github.com/volcengine/verl/blob/v0.4.0/verl/trainer/ppo/core_algos.py)),
+#   still called per micro-batch. Since the model-engine workers (Nov 2025), `agg_loss` divides by the whole
+#   mini-batch's token count summed over the data-parallel GPUs, times `dp_size` to undo the gradient averaging
+#   ([`core_algos.py`](https://github.com/volcengine/verl/blob/8ed5bafc052bd8f172b8a4a0e777c028db1f48bd/verl/trainer/ppo/core_algos.py)
+#   `agg_loss`, fed by
+#   [`transformer_impl.py`](https://github.com/volcengine/verl/blob/8ed5bafc052bd8f172b8a4a0e777c028db1f48bd/verl/workers/engine/fsdp/transformer_impl.py)
+#   `forward_backward_batch`): one token mean per mini-batch, whatever the micro-batching. The legacy `dp_actor.py`
+#   passes no global count and keeps the per-micro-batch mean.
+# - **`trl` 1.16**'s `loss_type="dapo"` divides by `num_items_in_batch`, the token count of the whole generation
+#   batch gathered over all processes, rescaled to one optimizer step (`grpo_trainer.py`, `_compute_loss`): a
+#   token mean per generation batch; its `bnpo` is a token mean per micro-batch, divided by the accumulation steps.
+#
+# Per-batch and per-question normalisation agree when a batch holds one question, or when every question's
+# answers have the same total length; otherwise per-batch normalisation (any of the rows above, with "batch" the micro-, mini- or generation batch) gives question $q$ the weight
+# $\sum_{j\in q}|o_j| / \sum_{\text{batch}}|o_j|$ instead of $1/n_q$: questions with long answers count more. Which is
+# right? The equation is the paper's definition and the recipe is what produced its numbers (Table 1, Figure 1);
+# the text of §3.3 motivates only the within-question effect ("longer sequences can have more influence on the
+# overall gradient update"), which both forms have. The differences fire only when questions in one
+# normalisation unit have answers of different total lengths; in the recipe a micro-batch, packed to at most
+# 8 x 22,528 tokens (`ppo_max_token_len_per_gpu` times the sequence-parallel size 8), holds a few dozen long
+# answers, so the run's weighting sat somewhere between the per-question and the per-mini-batch forms. This notebook implements `dapo` (one token mean per batch:
+# the toy has one batch per update and no micro-batches) and `dapo_per_question` (eq. 12 as written), and trains
+# both below; its `DAPO` recipe uses the per-batch form. `trl` 1.16's default `loss_type` is `"dapo"`.
+#
+# The check of the table: two wrong answers ($\hat A = -1$) of 2 and 6 tokens in one question, and a second
+# question whose two answers have 1 token each.
 
 # %%
-def aggregate_from_scratch(per_token_loss, mask, loss_type, max_len=None, n_tokens=None):
+def aggregate_from_scratch(per_token_loss, mask, loss_type, max_len=None, n_tokens=None, G=None):
     mask = mask.to(per_token_loss.dtype)
     masked = per_token_loss.expand(mask.shape) * mask  # (batch, T): padding contributes 0
     if loss_type == "grpo":  # eq. 3: mean over each answer's tokens, then over answers
         return (masked.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).mean()
     if loss_type == "dr_grpo":  # Dr. GRPO: a constant, batch * L_max
         return masked.sum() / (mask.shape[0] * max_len)
-    if loss_type == "dapo":  # eq. 12: one token mean over the whole batch
+    if loss_type == "dapo":  # verl token-mean / trl dapo: one token mean over the whole batch
         return masked.sum() / (mask.sum() if n_tokens is None else n_tokens)
+    if loss_type == "dapo_per_question":  # DAPO eq. 12 as written: token mean per question, then mean over questions
+        per_q = masked.sum(dim=1).view(-1, G).sum(dim=1) / mask.sum(dim=1).view(-1, G).sum(dim=1).clamp(min=1.0)
+        return per_q.mean()
     raise ValueError(loss_type)
 
 
-mask = torch.tensor([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1]])
-for loss_type in ("grpo", "dr_grpo", "dapo"):
-    logps = torch.zeros(2, 6, requires_grad=True)
-    per_token = -logps * torch.tensor([[-1.0], [-1.0]])  # on-policy: -rho*A has gradient -A per token
-    loss = aggregate_from_scratch(per_token, mask, loss_type, max_len=6)
+mask_d5 = torch.tensor([[1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
+for loss_type in ("grpo", "dr_grpo", "dapo", "dapo_per_question"):
+    logps = torch.zeros(4, 6, requires_grad=True)
+    per_token = -logps * torch.tensor([[-1.0], [-1.0], [1.0], [-1.0]])  # on-policy: d(-rho A)/d log pi = -A
+    loss = aggregate_from_scratch(per_token, mask_d5, loss_type, max_len=6, G=2)
     (grad,) = torch.autograd.grad(loss, logps)
-    print(f"{loss_type:8s} weight per token: short answer {grad[0, 0]:.4f}, long answer {grad[1, 0]:.4f}")
+    print(f"{loss_type:18s} weight per token: q1 short {grad[0, 0]:.4f}, q1 long {grad[1, 0]:.4f}, "
+          f"q2 {grad[2, 0]:.4f} / {grad[3, 0]:.4f}")
 
 # %% [markdown]
-# GRPO pushes each token of the 6-token wrong answer down 3 times less than the 2-token one; Dr. GRPO and DAPO
-# treat both alike.
+# GRPO pushes each token of the 6-token wrong answer down 3 times less than the 2-token one; Dr. GRPO and both
+# DAPO forms treat them alike. The per-batch DAPO form gives question 2's tokens the same weight as question 1's
+# (1/10 each), so question 1, with 8 tokens, carries 4 times question 2's total weight; the per-question form
+# gives each question the same total weight (1/8 per token in q1, 1/4 in q2).
 #
-# ### 6.6 The whole loss
+# ### D6. The whole loss
 #
-# Ratios, clipped surrogate, plus $\beta\,\hat k_3$, then one of the aggregations. `old_logps=None` is the
-# on-policy case (a single update per batch, as DeepSeekMath §4.2): every ratio is 1 but its gradient is still
-# $\nabla\log\pi_\theta$. `kl_ratio` multiplies the KL by the ratio, an option `trl` 1.16 turns on by default
-# (`use_bias_correction_kl`, from DeepSeek-V3.2); DeepSeekMath's eq. 3 does not.
+# Ratios, clipped surrogate, plus $\beta\,\hat k_3$ (optionally $\rho$-weighted, D3), then one of the aggregations.
+# `old_logps=None` is the on-policy case (a single update per batch, as DeepSeekMath §4.2): every ratio is 1 but
+# its gradient is still $\nabla\log\pi_\theta$.
 
 # %%
 def grpo_loss_from_scratch(logps, advantages, mask, old_logps=None, ref_logps=None, beta=0.0,
                            eps_low=0.2, eps_high=0.2, loss_type="grpo", level="token", kl_ratio=False,
-                           max_len=None, n_tokens=None):
+                           max_len=None, n_tokens=None, G=None):
     old_logps = logps.detach() if old_logps is None else old_logps
     log_ratio = log_ratios_from_scratch(logps, old_logps, mask, level)  # (batch, T) or (batch, 1)
     per_token = clipped_surrogate_from_scratch(log_ratio, advantages, eps_low, eps_high)
     if beta > 0:
         kl = k3_from_scratch(logps, ref_logps)  # (batch, T)
         per_token = per_token + beta * (kl * torch.exp(log_ratio) if kl_ratio else kl)
-    return aggregate_from_scratch(per_token, mask, loss_type, max_len, n_tokens)
+    return aggregate_from_scratch(per_token, mask, loss_type, max_len, n_tokens, G)
 
 # %% [markdown]
-# ### 6.7 DAPO's data-side tricks: overlong shaping and dynamic sampling (derivations 7, 8)
+# ### D7. Rewards and masks from DAPO: the $\pm1$ reward, overlong filtering, overlong shaping (§2.4, §3.4, eq. 13)
 #
-# Both act on rewards, before any loss. `informative_groups` returns the indices of the questions whose answers
-# are neither all right nor all wrong (eq. 11).
+# **The $\pm1$ reward** (§2.4): $R(\hat y, y) = 1$ if the answer is equivalent to the reference, else $-1$. With the
+# group std, $(r - \bar r)/\sigma$ is invariant to any affine map $r \mapsto a r + b$, $a > 0$, so $\pm1$ and 0/1
+# give the same advantages (up to `eps`); without the std they are doubled, a constant that Adam ignores (D2). It
+# matters only next to another reward term: added to the length penalty below, $\pm1$ halves the penalty's weight
+# relative to correctness.
+#
+# **Overlong filtering** (§3.4, Table 1: 30 to 36): truncated answers "mask the loss"; `trl` calls it
+# `mask_truncated_completions`. A completion counts as truncated when its last token is neither EOS nor padding
+# (`grpo_trainer.py`, `_generate_and_score_completions`); its completion mask is zeroed, but its reward still
+# enters the group's mean and std, which are computed from all $G$ rewards.
+#
+# **Soft overlong punishment** (eq. 13), with a hard cap $L_{\max}$ and a buffer $L_{\text{cache}}$:
+#
+# $$R_{\text{length}}(y) = \begin{cases} 0, & |y| \le L_{\max} - L_{\text{cache}} \\
+# \frac{(L_{\max} - L_{\text{cache}}) - |y|}{L_{\text{cache}}}, & L_{\max} - L_{\text{cache}} < |y| \le L_{\max} \\
+# -1, & L_{\max} < |y| \end{cases}$$
+#
+# added to the correctness reward; DAPO uses an expected maximum of 16,384 tokens plus a 4,096-token cache, so
+# $L_{\max} = 20{,}480$ (§4.1).
 
 # %%
 def overlong_penalty(lengths, l_max, l_cache):
@@ -398,33 +533,613 @@ def overlong_penalty(lengths, l_max, l_cache):
     return torch.where(lengths <= l_max - l_cache, 0.0, torch.where(lengths <= l_max, soft, -1.0))
 
 
-def informative_groups(correct, G):
-    """Questions with 0 < #correct < G (eq. 11); correct is (n_questions * G,) of 0/1."""
-    n_correct = correct.view(-1, G).sum(dim=1)
-    return ((n_correct > 0) & (n_correct < G)).nonzero().flatten()
+def overlong_filter(mask, tokens, eos_id):
+    """Zero the loss mask of completions that never emitted EOS (truncated at the length cap)."""
+    stopped = ((tokens == eos_id) & mask.bool()).any(dim=1, keepdim=True)  # (batch, 1)
+    return mask * stopped
 
 
+correct_d7 = torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0])
+print("advantages, 0/1 reward:", [round(v, 3) for v in advantages_from_scratch(correct_d7, 4).tolist()])
+print("advantages, +-1 reward:", [round(v, 3) for v in advantages_from_scratch(2 * correct_d7 - 1, 4).tolist()])
 print("penalty for lengths 14..22 with L_max=20, L_cache=4:",
       [round(v, 2) for v in overlong_penalty(torch.arange(14.0, 23.0), 20, 4).tolist()])
-print("informative questions in the 6.1 batch:", informative_groups(rewards, 8).tolist())
+toks_d7 = torch.tensor([[3, 0, 0], [2, 2, 2], [1, 1, 0]])  # token 0 = EOS; row 2 hit the cap without EOS
+print("filtered mask:", overlong_filter(torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 1]]), toks_d7, 0).tolist())
+
+# %% [markdown]
+# The two advantage rows agree to 4 decimals (the `eps` in $\sigma + \epsilon$ makes the last digits differ).
+#
+# ### D8. Dynamic sampling as DAPO defines it (§3.2, eq. 11, Algorithm 1)
+#
+# If all $G$ rewards of a question are equal, every $r_i - \operatorname{mean}(\mathbf r) = 0$, so with $\beta = 0$ the
+# group contributes zero gradient while still filling the batch. DAPO's constraint is on **accuracy**,
+# $0 < |\{o_i \mid \text{is\_equivalent}(a, o_i)\}| < G$, and the paper's remedy is to "over-sample and filter out
+# prompts with the accuracy equal to 1 and 0 [...] we keep sampling until the batch is fully filled with samples
+# whose accuracy is neither 0 nor 1" (§3.2). `verl`'s recipe over-samples 3x (`gen_prompt_bsz = 3 *
+# train_prompt_bsz`) and draws at most `max_num_gen_batches=10` generation batches per step, raising an error if
+# they do not fill the batch (`recipe/dapo/README.md` and the run script at 03150d4). The toy's trainer draws rounds of 16 questions, at most 10, and trains
+# on the groups it has when 10 rounds fall short, as they do in the first steps, when only about 1 group in 11 is
+# informative. The readable version
+# below loops over rounds of candidate groups; the trainer below does the same selection on a whole stack of
+# policies at once (`first_informative`), and the two are compared.
+
+# %%
+def dynamic_sampling_readable(rounds_of_correct, Q):
+    """rounds_of_correct: list of (Q, G) 0/1 tensors, one per sampling round. Returns the (round, group) kept."""
+    kept = []
+    for r, correct in enumerate(rounds_of_correct):  # keep sampling...
+        for g, row in enumerate(correct):
+            if 0 < row.sum() < len(row) and len(kept) < Q:  # ...groups that are neither all right nor all wrong
+                kept.append((r, g))
+        if len(kept) == Q:  # ...until the batch is full
+            break
+    return kept
+
+
+def first_informative(informative, Q):
+    """informative: (models, candidates) bool, candidates in sampling order -> indices (models, Q), valid mask."""
+    keep = informative & (informative.cumsum(dim=1) <= Q)  # the first Q informative candidates of each model
+    pos = torch.arange(informative.shape[1]).expand_as(informative)
+    order = torch.argsort(torch.where(keep, pos, pos + informative.shape[1]), dim=1)[:, :Q]  # kept ones first
+    return order, keep.gather(1, order)
+
+
+gen_d8 = torch.Generator().manual_seed(0)
+rounds = [(torch.rand(4, 8, generator=gen_d8) < p).long() for p in (0.02, 0.5, 0.97)]  # 3 rounds, Q=4, G=8
+print("kept (round, group):", dynamic_sampling_readable(rounds, 4))
+
+# %% [markdown]
+# ### D9. Process supervision (DeepSeekMath §4.1.3)
+#
+# A process reward model scores each reasoning step: output $i$ has steps $j = 1, \dots, K_i$ ending at token
+# $\text{index}(j)$, with rewards $r_i^{\text{index}(j)}$. All step rewards of the group, $\mathbf R$, are normalised
+# together, $\tilde r_i^{\text{index}(j)} = (r_i^{\text{index}(j)} - \operatorname{mean}(\mathbf R))/\operatorname{std}(\mathbf R)$,
+# and a token's advantage is the sum of the normalised rewards of the steps that end at or after it:
+#
+# $$\hat A_{i,t} = \sum_{\text{index}(j) \ge t} \tilde r_i^{\text{index}(j)} .$$
+#
+# So a token is credited for the quality of every later step of its answer, like a Monte-Carlo return with the
+# group as baseline. Vectorised: put each step's reward on its last token, normalise over the step-end tokens of
+# the group, and take a reverse cumulative sum along the answer. The loop version below is the paper's formula
+# written out, an independent computation; the paper does not say which std, and this uses the unbiased one as
+# the outcome case does.
+
+# %%
+def process_advantages(step_rewards, step_end, mask, G, eps=1e-4):
+    """step_rewards, step_end, mask: (batch, T); step_end marks the last token of each step. -> (batch, T)."""
+    ends = step_end.to(step_rewards.dtype)
+    r = (step_rewards * ends).view(-1, G * step_rewards.shape[1])  # (n_questions, G*T): one row per group
+    e = ends.view_as(r)
+    n = e.sum(dim=1, keepdim=True)
+    mean = r.sum(dim=1, keepdim=True) / n
+    std = (((r - mean) ** 2 * e).sum(dim=1, keepdim=True) / (n - 1)).sqrt()  # unbiased, over step ends only
+    normed = ((r - mean) / (std + eps) * e).view_as(step_rewards)  # normalised reward on each step's end token
+    return normed.flip(1).cumsum(1).flip(1) * mask  # sum over steps ending at or after t
+
+
+def process_advantages_loop(steps_per_output, T, eps=1e-4):
+    """steps_per_output: per output, a list of (end_index, reward). The paper's formula, token by token."""
+    all_r = torch.tensor([r for steps in steps_per_output for _, r in steps])
+    mean, std = all_r.mean(), all_r.std()
+    adv = torch.zeros(len(steps_per_output), T)
+    for i, steps in enumerate(steps_per_output):
+        for t in range(T):
+            adv[i, t] = sum((r - mean) / (std + eps) for end, r in steps if end >= t)
+    return adv
+
+
+steps_d9 = [[(1, 1.0), (3, 0.0)], [(0, 1.0), (2, 1.0), (4, 1.0)], [(2, 0.0)], [(1, 1.0), (4, 0.0)]]  # G = 4
+T9 = 5
+sr, se = torch.zeros(4, T9), torch.zeros(4, T9, dtype=torch.bool)
+for i, steps in enumerate(steps_d9):
+    for end, r in steps:
+        sr[i, end], se[i, end] = r, True
+mask_d9 = torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+adv_d9 = process_advantages(sr, se, mask_d9, G=4)
+err_d9 = assert_close(adv_d9, process_advantages_loop(steps_d9, T9) * mask_d9, atol=1e-12, name="process adv")
+print(adv_d9.round(decimals=3))
+print(f"vectorised vs loop: max error {error_bound(err_d9, 1e-12)}")
+
+# %% [markdown]
+# Output 2 (three good steps) gets positive advantages that shrink towards its end; output 3 (one bad step)
+# is negative throughout. Padding gets 0.
+#
+# ### D10. Iterative GRPO (DeepSeekMath §4.1.4) and Algorithm 1
+#
+# "As the reinforcement learning training process progresses, the old reward model may not be sufficient to
+# supervise the current policy model": iterative GRPO retrains the reward model on samples of the current policy,
+# with "a replay mechanism that incorporates 10% of historical data", then "set[s] the reference model as the
+# policy model" and continues (§4.1.4; in Figure 6 the first iteration brings the largest gain). Algorithm 1:
+#
+# ```
+# policy pi_theta <- pi_init
+# for iteration = 1..I:                       # iterative GRPO (I = 1 is plain GRPO)
+#     pi_ref <- pi_theta                       # the KL anchor moves with every iteration
+#     for step = 1..M:
+#         sample a batch D_b of questions
+#         pi_old <- pi_theta
+#         sample G outputs o_i ~ pi_old(.|q) for each q in D_b
+#         compute rewards r_i with the reward model r_phi
+#         compute A_{i,t} by group-relative advantage estimation (D1 outcome, or D9 process)
+#         for GRPO iteration = 1..mu:         # mu updates per batch; ratios leave 1 after the first
+#             update pi_theta by maximising J_GRPO
+#     update r_phi by continuous training with replay (10% historical data)
+# ```
+#
+# DeepSeekMath itself uses $\mu = 1$ ("a single update following each exploration stage", §4.2), 64 samples per
+# question, batch size 1024, learning rate 1e-6 and $\beta = 0.04$. The toy below has an exact verifier, so only
+# the reference update of iterative GRPO can be exercised (`GRPO β=0.04, iterative`, $\pi_{\text{ref}} \leftarrow
+# \pi_\theta$ every 20 steps); the training loop in the walkthrough follows this algorithm line by line.
+
+# %% [markdown]
+# ## Walkthrough
+#
+# A GRPO trainer written from the pieces above, in Algorithm 1's order, for a **stack of independent policies**
+# trained at once: 15 variants x 8 replicates = 120 policies share every tensor operation, so 8 replicates of every
+# ablation fit in the time budget. Nothing couples two policies: each has its own parameters, optimiser state,
+# samples, rewards, advantages and loss; the total loss is a sum whose gradient with respect to policy $m$'s
+# parameters is the gradient of policy $m$'s own loss.
+#
+# ### W1. The task and the policy
+#
+# **Task (verifiable, rule-based reward).** The prompt is a target $s \in \{5, \dots, 30\}$; the policy writes digits
+# 1-9 and an end token (EOS = 0), at most $L = 10$ tokens including EOS; reward 1 if it stopped and its digits sum
+# to $s$, else 0. Length is free (12 = "93" or "3333"), so length effects can act; an answer that never stops is
+# truncated at 10 tokens.
+#
+# **Policy.** Autoregressive and tabular: $\pi_\theta(o_t \mid s, o_{<t}) = \mathrm{softmax}(\theta[s, \textstyle\sum_{k<t} o_k])$,
+# one row of 10 logits per (target, running sum) state, running sums $0..s+1$ for target $s$ ($s + 1$ = overshot,
+# a dead end). The running sum is a sufficient statistic for this task, so the table can represent the optimal
+# policy; it has $\sum_{s=5}^{30}(s + 2) = 507$ states, $5{,}070$ logits, all trained, and starts at zero, i.e. uniform, so every run starts with per-token entropy
+# exactly $\ln 10 = 2.303$ and about 1% of answers right. GRPO only needs $\log\pi_\theta$ of the sampled tokens,
+# so any autoregressive model would do; this one is cheap enough for 120 runs.
+#
+# `sample` draws tokens for a stack of policies from one cumulative-probability table `cdf` of shape
+# `(models * 507, 10)`: the row of policy `m`, target index `j` and running sum `c` is
+# `m * 507 + OFFSET[j] + min(c, TARGETS[j] + 1)`, with `OFFSET[j]` the rows of the targets before `j`.
+
+# %%
+EOS, VOCAB, L_GEN, L_CACHE = 0, 10, 10, 4  # token 0 ends the answer; tokens 1..9 are digits
+TARGETS = torch.arange(5, 31)
+N_TGT = len(TARGETS)
+OFFSET = torch.cat([torch.zeros(1, dtype=torch.long), (TARGETS + 2).cumsum(0)[:-1]])  # first row of each target
+STATES = int((TARGETS + 2).sum())  # 507 rows of one policy's table: sums 0..s+1 for each target s
+
+
+def sample(cdf, models, tgt, gen):
+    """cdf: (all_models * STATES, VOCAB); models: (m,) policy ids; tgt: (m, B) target indices.
+
+    Returns tokens, states (flat row of each token's logits), mask (1 up to and including EOS), all (m, B, L_GEN),
+    and the digit sum and stopped flag (m, B)."""
+    u = torch.rand(*tgt.shape, L_GEN, generator=gen)  # (m, B, L_GEN) uniforms: inverse-CDF sampling
+    total = torch.zeros(tgt.shape, dtype=torch.long)
+    alive = torch.ones(tgt.shape, dtype=torch.bool)
+    base = models[:, None] * STATES + OFFSET[tgt]  # (m, B): row of running sum 0
+    cap = TARGETS[tgt] + 1  # (m, B): the overshot state
+    tokens, states, mask = [], [], []
+    for _ in range(L_GEN):
+        state = base + total  # (m, B)
+        tok = (cdf[state] < u[..., len(tokens), None]).sum(-1).clamp(max=VOCAB - 1)  # (m, B)
+        tok = torch.where(alive, tok, EOS)  # after EOS: padding (masked out)
+        tokens.append(tok), states.append(state), mask.append(alive)
+        total = torch.where(alive, torch.minimum(total + tok, cap), total)
+        alive = alive & (tok != EOS)
+    tokens, mask = torch.stack(tokens, -1), torch.stack(mask, -1)  # (m, B, L_GEN)
+    stopped = (mask & (tokens == EOS)).any(-1)  # (m, B): emitted EOS within L_GEN
+    return tokens, torch.stack(states, -1), mask, total, stopped
+
+
+def table_cdf(theta):  # (rows, VOCAB) logits -> cumulative probabilities for `sample`
+    return torch.softmax(theta, -1).cumsum(-1)
+
+
+demo_theta = torch.zeros(STATES, VOCAB)  # one uniform policy
+tok_demo, st_demo, mask_demo, sum_demo, stop_demo = sample(
+    table_cdf(demo_theta), torch.tensor([0]), torch.tensor([[0, 7, 25]]), torch.Generator().manual_seed(1))
+for j in range(3):
+    print(f"target {TARGETS[[0, 7, 25][j]].item():2d}: tokens {tok_demo[0, j].tolist()}, mask "
+          f"{mask_demo[0, j].int().tolist()}, digit sum {(tok_demo[0, j] * mask_demo[0, j]).sum().item()}, state sum "
+          f"{sum_demo[0, j].item()}, stopped {stop_demo[0, j].item()}")
+print("P(answer reaches 7+ tokens) for the uniform policy = 0.9**6 =", round(0.9**6, 3))
+
+# %% [markdown]
+# ### W2. Rewards, advantages and the loss for the whole stack
+#
+# `batched_loss` is D6 for every policy at once, on `(models, batch, T)` tensors, with each policy's own settings
+# read from per-model tensors in `cfg` (β, ρ-weighted KL or not, $\varepsilon_{\text{high}}$, aggregation 0-3 =
+# grpo, dr_grpo, dapo (per batch), dapo_per_question). `valid` marks the groups a policy trains on (dynamic
+# sampling may leave a batch short). It returns one loss per policy, `(models,)`; the reference check compares
+# each policy's loss and gradient with `grpo_loss_from_scratch`.
+
+# %%
+def batched_loss(logp, old, ref, adv, lmask, valid, cfg, G):
+    """logp, old, ref, adv, lmask: (M, B, T); valid: (M, B // G) groups in the batch. Returns (M,) losses."""
+    ratio = torch.exp(logp - old)
+    eps_high = cfg["eps_high"][:, None, None]
+    clipped = torch.minimum(torch.maximum(ratio, torch.tensor(0.8)), 1 + eps_high)  # eps_low = 0.2 everywhere
+    per_token = -torch.minimum(ratio * adv, clipped * adv)
+    k3 = torch.exp(ref - logp) - (ref - logp) - 1
+    k3 = torch.where(cfg["kl_ratio"][:, None, None], k3 * ratio, k3)  # trl's use_bias_correction_kl
+    per_token = (per_token + cfg["beta"][:, None, None] * k3) * lmask
+    M, B, T = logp.shape
+    rows = (valid.sum(1) * G).clamp(min=1)  # answers in the batch
+    seq = per_token.sum(-1)  # (M, B)
+    grpo = (seq / lmask.sum(-1).clamp(min=1)).sum(1) / rows  # eq. 3
+    dr_grpo = seq.sum(1) / (rows * T)  # Dr. GRPO, L_max = T
+    dapo = seq.sum(1) / lmask.sum((1, 2)).clamp(min=1)  # one token mean over the batch (verl, trl)
+    per_q = seq.view(M, -1, G).sum(-1) / lmask.view(M, -1, G * T).sum(-1).clamp(min=1)  # (M, n_q)
+    dapo_q = (per_q * valid).sum(1) / valid.sum(1).clamp(min=1)  # eq. 12 as written
+    agg = cfg["agg"]
+    return torch.where(agg == 0, grpo, torch.where(agg == 1, dr_grpo, torch.where(agg == 2, dapo, dapo_q)))
+
+
+def oracle_step_rewards(tokens, mask, target, stopped, total):
+    """A process reward for the toy (D9): every token is one step. A digit step scores 1 if the target can still
+    be reached exactly in the tokens left, the EOS step scores 1 if the answer is right. (m, B, T) each."""
+    psum = (tokens * mask).cumsum(-1)
+    rem = target[..., None] - psum  # what is left to write after this token
+    digits_left = (L_GEN - torch.arange(L_GEN) - 2).clamp(min=0)  # one slot must stay free for EOS
+    reachable = (rem == 0) | ((rem > 0) & (rem <= 9 * digits_left))
+    right = (stopped & (total == target))[..., None].expand_as(tokens)
+    return torch.where(tokens == EOS, right, reachable).to(torch.get_default_dtype())
+
+# %% [markdown]
+# ### W3. Adam for a stack of policies
+#
+# Adam is element-wise, so one Adam over the stacked table is 120 independent Adams, as long as each policy keeps
+# its own step count and a policy that has spent its sample budget stops moving (its moments are frozen too).
+# The reference check compares one policy's trajectory with `torch.optim.Adam`.
+
+# %%
+def adam_step(theta, grad, state, active, lr, betas=(0.9, 0.999), eps=1e-8):
+    """theta, grad: (M * STATES, VOCAB); state: dict m, v (like theta), t (M,) steps taken; active: (M,) bool."""
+    M = len(active)
+    state["t"] = state["t"] + active
+    th, g, m, v = (x.view(M, -1) for x in (theta, grad, state["m"], state["v"]))  # one row per policy
+    rows = active.nonzero()[:, 0]
+    full = len(rows) == M  # usually every policy moves: skip the indexing
+
+    def sel(x):
+        return x if full else x[rows]
+
+    t = state["t"][rows][:, None]  # (k, 1): each moving policy's own step count
+    gk = sel(g)
+    m_new = (betas[0] * sel(m)).add_((1 - betas[0]) * gk)  # beta1 m + (1 - beta1) g
+    v_new = (betas[1] * sel(v)).add_(gk.square().mul_(1 - betas[1]))  # beta2 v + (1 - beta2) g^2
+    step = (m_new / (1 - betas[0] ** t)).mul_(lr).div_((v_new / (1 - betas[1] ** t)).sqrt_().add_(eps))
+    if full:
+        state["m"], state["v"] = m_new.view_as(theta), v_new.view_as(theta)
+        return (th - step).view_as(theta)
+    m[rows], v[rows] = m_new, v_new  # frozen policies keep their moments
+    new = th.clone()
+    new[rows] = th[rows] - step
+    return new.view_as(theta)
+
+
+# %% [markdown]
+# ### W4. The training loop (Algorithm 1) in four pieces
+#
+# One call trains every variant x replicate. Per step, for every policy still within its budget of sampled
+# answers: (a) sample a batch and, for dynamic sampling, more rounds; (b) rewards, advantages and loss masks;
+# (c) $\mu = 4$ Adam updates on the same batch, with the logs; (d) the iterative-GRPO reference reset and the
+# evaluation checkpoints. Each piece is one function below, and `train` composes them. The variants' settings
+# are per-policy tensors in `cfg`, built from `DEFAULT` and each variant's changes.
+#
+# **(a) Sampling** (Algorithm 1: $\pi_{\text{old}} \leftarrow \pi_\theta$, sample $G$ outputs per question). $Q = 16$
+# questions x $G = 8$ answers per policy; policies with dynamic sampling keep drawing rounds of 16 more questions
+# until 16 informative groups are found or 10 rounds are spent (D8). Every sampled answer counts against the
+# budget (`used`), including the ones dynamic sampling throws away; `tokens_used` counts their tokens. Logged from
+# the first round (all variants alike): the share of groups with no signal and the mean length of the wrong and
+# of the right answers (Dr. GRPO's Figure 5 quantity). Returns the batch each policy trains on, `(M, Q*G, T)`
+# tensors, and `valid`, `(M, Q)`, the groups it kept.
+
+# %%
+DEFAULT = dict(beta=0.0, kl_ratio=False, ref_every=0, std=True, agg=0, eps_high=0.2, pm1=False, shaping=False,
+               filt=False, dyn=False, process=False)
+
+
+def draw_batch(cdf, cfg, active, used, tokens_used, gen, Q, G, max_rounds, logs, step):
+    M = len(active)
+    all_m = torch.arange(M)
+    tgt = torch.randint(N_TGT, (M, Q), generator=gen)  # a batch D_b of questions per policy
+    tok, st, mask, total, stopped = sample(cdf, all_m, tgt.repeat_interleave(G, 1), gen)  # pi_old = pi_theta
+    used += active * Q * G
+    tokens_used += active * mask.sum((1, 2))
+    right0 = (stopped & (total == TARGETS[tgt].repeat_interleave(G, 1))).double()  # (M, Q*G)
+    n_right = right0.view(M, Q, G).sum(-1)
+    informative = (n_right > 0) & (n_right < G)  # (M, Q): neither all right nor all wrong
+    logs["no_signal"][step] = torch.where(active, 1 - informative.double().mean(1), math.nan)
+    len0 = mask.sum(-1).double()
+    for key, w in (("len_wrong", 1 - right0), ("len_right", right0)):  # mean length of wrong / right answers
+        logs[key][step] = torch.where(active, (len0 * w).sum(1) / w.sum(1), math.nan)
+    valid = torch.ones(M, Q, dtype=torch.bool)
+    dyn = (cfg["dyn"] & active).nonzero()[:, 0]
+    if len(dyn):  # dynamic sampling: more rounds for these policies until Q informative groups
+        pool = [(tgt[dyn], tok[dyn], st[dyn], mask[dyn], total[dyn], stopped[dyn], informative[dyn])]
+        for _ in range(max_rounds - 1):
+            need = torch.cat([p[-1] for p in pool], 1).sum(1) < Q  # (len(dyn),)
+            if not need.any():
+                break
+            t2 = torch.randint(N_TGT, (len(dyn), Q), generator=gen)
+            out = sample(cdf, dyn, t2.repeat_interleave(G, 1), gen)
+            used[dyn] += need * Q * G
+            tokens_used[dyn] += need * out[2].sum((1, 2))
+            r2 = (out[4] & (out[3] == TARGETS[t2].repeat_interleave(G, 1))).view(len(dyn), Q, G).sum(-1)
+            pool.append((t2, *out, (r2 > 0) & (r2 < G) & need[:, None]))
+        order, kept = first_informative(torch.cat([p[-1] for p in pool], 1), Q)  # (len(dyn), Q)
+        rows = (order[..., None] * G + torch.arange(G)).flatten(1)  # (len(dyn), Q * G) answer rows
+
+        def gather(i):  # field i over rounds, the chosen groups (i = 0) or their answers' rows
+            x = torch.cat([p[i] for p in pool], 1)
+            idx = order if i == 0 else rows
+            return x.gather(1, idx.view(*idx.shape, *[1] * (x.dim() - 2)).expand(*idx.shape, *x.shape[2:]))
+
+        tgt[dyn], tok[dyn], st[dyn], mask[dyn] = gather(0), gather(1), gather(2), gather(3)
+        total[dyn], stopped[dyn], valid[dyn] = gather(4), gather(5), kept
+    return dict(tgt=tgt, tok=tok, st=st, mask=mask, total=total, stopped=stopped, valid=valid)
+
+
+# %% [markdown]
+# **(b) Rewards, advantages, masks.** The reward is 1 for a right answer, else 0, or ±1 (DAPO §2.4), plus eq. 13's
+# penalty with $L_{\max} = 10$, $L_{\text{cache}} = 4$ (D7); the advantages are D1's group baseline, divided by the
+# group std or not, or D9's process advantages with every token a step; the loss mask is the completion mask,
+# restricted to the kept groups and the policies still in budget, minus truncated answers under overlong
+# filtering (D7). The check section compares this piece, through a whole `train` step, with
+# `advantages_from_scratch`, `overlong_penalty` and `overlong_filter`.
+
+# %%
+def rewards_advantages_masks(b, cfg, active, G):
+    tok, mask, total, stopped = b["tok"], b["mask"], b["total"], b["stopped"]
+    M, B, T = tok.shape
+    target = TARGETS[b["tgt"]].repeat_interleave(G, 1)  # (M, B)
+    right = (stopped & (total == target)).double()
+    length = mask.sum(-1).double()
+    reward = torch.where(cfg["pm1"][:, None], 2 * right - 1, right)  # DAPO's +-1 reward (§2.4)
+    reward = reward + cfg["shaping"][:, None] * overlong_penalty(length, L_GEN, L_CACHE)  # eq. 13
+    grouped = reward.view(M, -1, G)  # (M, Q, G)
+    centred = grouped - grouped.mean(-1, keepdim=True)  # the group baseline (D1)
+    adv = torch.where(cfg["std"][:, None, None], centred / (grouped.std(-1, keepdim=True) + 1e-4), centred)
+    adv = adv.view(M, B, 1).expand(M, B, T)
+    if cfg["process"].any():  # D9, every token a step
+        step_r = oracle_step_rewards(tok, mask, target, stopped, total)
+        p_adv = process_advantages(step_r.view(-1, T), mask.view(-1, T), mask.view(-1, T).double(), G).view(M, B, T)
+        adv = torch.where(cfg["process"][:, None, None], p_adv, adv)
+    lmask = mask & b["valid"].repeat_interleave(G, 1)[..., None] & active[:, None, None]
+    lmask = lmask & ~(cfg["filt"][:, None, None] & ~stopped[..., None])  # overlong filtering (D7)
+    return adv, lmask.double()
+
+
+# %% [markdown]
+# **(c) The update and its logs.** $\mu$ Adam steps on the same batch: before the first, $\pi_\theta = \pi_{\text{old}}$,
+# so the ratios are 1; after it they leave 1 and clipping acts. Logged per step: the mean per-token entropy of
+# $\pi_{\text{old}}$ at the sampled states (exact, from the table), the mean k3 to $\pi_{\text{ref}}$ (`trl`'s `kl`,
+# logged here even when $\beta = 0$), and the clip fraction of the last update (`trl`'s `clip_ratio/region_mean`:
+# $\rho < 1 - \varepsilon_{\text{low}}$ with $\hat A < 0$, or $\rho > 1 + \varepsilon_{\text{high}}$ with $\hat A > 0$).
+
+# %%
+def update(theta, adam, ref_logp_table, b, adv, lmask, cfg, active, mu, lr, G, logs, step):
+    flat = b["st"] * VOCAB + b["tok"]  # index of each sampled token's logit in the flat table
+    ref = ref_logp_table.view(-1)[flat]  # (M, B, T) log pi_ref of the sampled tokens
+    n_tok = lmask.sum((1, 2)).clamp(min=1)
+    for it in range(mu):  # GRPO iterations on the same batch
+        leaf = theta.clone().requires_grad_(True)
+        logp_table = torch.log_softmax(leaf, -1)
+        logp = logp_table.view(-1)[flat]  # (M, B, T)
+        if it == 0:  # before the first update pi_theta is pi_old
+            old = logp.detach()
+            lt = logp_table.detach()
+            entropy = -(lt.exp() * lt).sum(-1)[b["st"]]  # (M, B, T) exact entropy of pi_old at the sampled states
+            logs["entropy"][step] = torch.where(active, (entropy * lmask).sum((1, 2)) / n_tok, math.nan)
+            kl = (k3_from_scratch(old, ref) * lmask).sum((1, 2)) / n_tok
+            logs["kl"][step] = torch.where(active, kl, math.nan)
+        loss = batched_loss(logp, old, ref, adv, lmask, b["valid"], cfg, G)  # (M,)
+        (grad,) = torch.autograd.grad(loss.sum(), leaf)
+        theta = adam_step(theta, grad, adam, active, lr)
+    with torch.no_grad():  # clip fraction of the last update, as trl's clip_ratio/region_mean
+        ratio = torch.exp(logp.detach() - old)
+        clip = ((ratio < 0.8) & (adv < 0)) | ((ratio > 1 + cfg["eps_high"][:, None, None]) & (adv > 0))
+        logs["clip"][step] = torch.where(active, (clip * lmask).sum((1, 2)) / n_tok, math.nan)
+    return theta
+
+
+# %% [markdown]
+# **(d) Evaluation, and the loop.** Each policy is evaluated (8 samples at temperature 1 for each of the 26 targets)
+# at the first step at or past each multiple of 1,280 sampled answers: for the fixed-batch variants exactly at
+# 1,280, 2,560, ...; for dynamic sampling, whose steps draw up to 1,280 answers, up to 1,280 answers past the mark
+# (`acc_at` records where). At the end, 32 samples per target. Iterative GRPO resets $\pi_{\text{ref}} \leftarrow
+# \pi_\theta$ every `ref_every` steps (D10). All policies draw from **one random stream** (`gen_seed`), so the 8
+# replicates of a variant are independent draws, but no replicate can be re-run alone.
+
+# %%
+def evaluate(theta, models, gen, n):  # accuracy of each policy over all 26 targets, n samples each (temp. 1)
+    tgt = torch.arange(N_TGT).repeat_interleave(n)[None].expand(len(models), -1)
+    _, _, _, total, stopped = sample(table_cdf(theta), models, tgt, gen)
+    return (stopped & (total == TARGETS[tgt])).to(torch.get_default_dtype()).mean(1)
+
+
+def train(variants, seeds, steps=80, Q=16, G=8, mu=4, lr=0.1, ckpt=1280, max_rounds=10, gen_seed=0, progress=True):
+    names = [n for n in variants for _ in seeds]
+    M = len(names)
+    cfg = {k: torch.tensor([{**DEFAULT, **variants[n]}[k] for n in names]) for k in DEFAULT}
+    gen = torch.Generator().manual_seed(gen_seed)  # one stream for all M policies
+    theta = torch.zeros(M * STATES, VOCAB)  # every policy starts uniform
+    ref_theta = theta.clone()  # pi_ref <- pi_theta (Algorithm 1, line 3)
+    ref_logp_table = torch.log_softmax(ref_theta, -1)
+    adam = dict(m=torch.zeros_like(theta), v=torch.zeros_like(theta), t=torch.zeros(M))
+    budget, all_m = steps * Q * G, torch.arange(M)
+    used, tokens_used = torch.zeros(M), torch.zeros(M)
+    n_ck = budget // ckpt
+    acc, acc_at = torch.full((n_ck + 1, M), math.nan), torch.full((n_ck + 1, M), math.nan)
+    acc[0], acc_at[0] = evaluate(theta, all_m, gen, 8), 0.0
+    logs = {k: torch.full((steps, M), math.nan)
+            for k in ("entropy", "clip", "kl", "no_signal", "samples", "len_wrong", "len_right")}
+    snapshot = None
+    for step in tqdm(range(steps), desc=f"GRPO, {M} policies", disable=not progress):
+        active = used < budget
+        if not active.any():
+            break
+        b = draw_batch(table_cdf(theta), cfg, active, used, tokens_used, gen, Q, G, max_rounds, logs, step)  # (a)
+        adv, lmask = rewards_advantages_masks(b, cfg, active, G)  # (b)
+        logs["samples"][step] = torch.where(active, used, math.nan)
+        theta = update(theta, adam, ref_logp_table, b, adv, lmask, cfg, active, mu, lr, G, logs, step)  # (c)
+        every = cfg["ref_every"]  # (d)
+        reset = active & (every > 0) & ((step + 1) % every.clamp(min=1) == 0)  # iterative GRPO: pi_ref <- pi_theta
+        if reset.any():
+            ref_theta = torch.where(reset.repeat_interleave(STATES)[:, None], theta, ref_theta)
+            ref_logp_table = torch.log_softmax(ref_theta, -1)
+        k_next = acc_at.isnan().int().argmax(0)  # next checkpoint index of each policy
+        due = (used >= k_next * ckpt) & acc_at[-1].isnan()  # the first step at or past the mark
+        if due.any():
+            d = due.nonzero()[:, 0]
+            acc[k_next[d], d], acc_at[k_next[d], d] = evaluate(theta, d, gen, 8), used[d]
+        if snapshot is None and (used >= ckpt).all():
+            snapshot = theta.clone()  # every policy after its first 1,280 samples (for Maj@K vs Pass@K)
+    final = evaluate(theta, all_m, gen, 32)
+    return dict(names=names, acc=acc, acc_at=acc_at, final=final, used=used, tokens=tokens_used, logs=logs,
+                theta=theta, snapshot=snapshot, cfg=cfg, last_batch=b)
 
 # %% [markdown]
 # ## Check against a reference
 #
-# The reference is the course's `shared.policy_losses`, which `tests/test_policy_losses.py` checks against
-# `trl` 1.16.0's `GRPOTrainer._compute_loss` (loss types grpo / bnpo / dr_grpo / dapo, token- and
-# sequence-level ratios, $\beta = 0$ and $\beta > 0$ with and without the ratio-weighted KL, on- and off-policy
-# batches, values and gradients) and against the advantages `trl` computes from real rewards in
-# `_generate_and_score_completions` (`scale_rewards` group / batch / none). Building a `GRPOTrainer` takes
-# several seconds of imports, so this notebook checks against `shared` and leaves `trl` to the tests. The overlong
-# shaping is checked against `trl.rewards.get_soft_overlong_punishment` directly.
+# Six checks, each between two independent computations:
 #
-# The batch below is random and off-policy (old log-probs differ by up to ±0.6, so both clip bounds are hit),
-# with ragged lengths; every loss variant is compared, value and gradient.
+# 1. **`trl` 1.16.0's `GRPOTrainer._compute_loss`, directly.** A `GRPOTrainer` is built offline from a 1-layer
+#    Llama with a 13-token character vocabulary (as `tests/test_policy_losses.py` does); its
+#    `_get_per_token_logps_and_entropies` is replaced by a function that returns fixed log-probs, so `trl` and
+#    `grpo_loss_from_scratch` see the same numbers. Compared: the loss and its gradient for `loss_type` grpo, bnpo,
+#    dr_grpo and dapo (with a `num_items_in_batch` larger than this micro-batch's tokens, as when the generation
+#    batch is split), token and sequence ratios, $\beta = 0$, and $\beta = 0.04$ with and without
+#    `use_bias_correction_kl`, on an off-policy batch that hits both clip bounds; and the metrics `trl` logs
+#    (`clip_ratio/region_mean`, `kl`) against the formulas the trainer above logs.
+# 2. **`trl`'s `mask_truncated_completions`**, run through `trl`'s own `_generate_and_score_completions` (tiny
+#    generation on CPU), against `overlong_filter`; and `trl.rewards.get_soft_overlong_punishment` against
+#    `overlong_penalty`.
+# 3. **The course's `shared.policy_losses`** (tested against `trl` in `tests/`) against the from-scratch pieces.
+# 4. **The stacked trainer's `batched_loss`** against `grpo_loss_from_scratch`, policy by policy, for all four
+#    aggregations, value and gradient; and `first_informative` against `dynamic_sampling_readable`.
+# 5. **`adam_step`** against `torch.optim.Adam` on one policy of the stack (the others frozen).
+# 6. **One whole `train` step** (sampling, rewards, advantages, masks, 4 updates) for three policies against the
+#    single-batch from-scratch pieces and `torch.optim.Adam`.
+#
+# (D3's KL gradients and D9's process advantages were checked above, against autograd of the exact KLs and the
+# paper's formula as a loop.)
 
 # %%
-from trl.rewards import get_soft_overlong_punishment  # light import, not the trainer
+import tempfile
+import warnings
 
+from datasets import Dataset
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from trl import GRPOConfig, GRPOTrainer
+from trl.rewards import get_soft_overlong_punishment
+
+chars = ["<eos>", "<unk>", *"0123456789+"]  # 13 tokens; EOS doubles as padding
+tok_trl = Tokenizer(models.WordLevel(vocab={c: i for i, c in enumerate(chars)}, unk_token="<unk>"))
+tok_trl.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")  # one token per character
+tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok_trl, pad_token="<eos>", eos_token="<eos>", unk_token="<unk>")
+torch.manual_seed(0)
+llama = LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                     num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32,
+                                     pad_token_id=0, eos_token_id=0, bos_token_id=None)).double()
+B_T, G_T, T_T = 8, 4, 6  # 2 prompts x 4 generations, completion length 6
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # transformers' and trl's notices about a config this small
+    trainer = GRPOTrainer(
+        model=llama, reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+        args=GRPOConfig(output_dir=tempfile.mkdtemp(), report_to="none", use_cpu=True,
+                        per_device_train_batch_size=B_T, num_generations=G_T, max_completion_length=T_T,
+                        beta=0.0, logging_strategy="no", save_strategy="no"),
+        train_dataset=Dataset.from_dict({"prompt": ["1+2", "3+4"]}), processing_class=tokenizer)
+trainer.current_gradient_accumulation_steps = 1  # one micro-batch per update
+trainer.model.train()
+
+g_t = torch.Generator().manual_seed(1)
+lengths_t = torch.tensor([6, 3, 1, 5, 6, 2, 4, 6])
+mask_t = (torch.arange(T_T)[None] < lengths_t[:, None]).long()  # (B, T), ragged
+logps_t = -torch.nn.functional.softplus(torch.randn(B_T, T_T, generator=g_t)) - 0.5
+ent_t = torch.rand(B_T, T_T, generator=g_t) * 2  # entropies trl expects back (its entropy metric only averages them)
+inputs_t = {
+    "prompt_ids": torch.randint(2, 12, (B_T, 3), generator=g_t), "prompt_mask": torch.ones(B_T, 3, dtype=torch.long),
+    "completion_ids": torch.randint(2, 12, (B_T, T_T), generator=g_t), "completion_mask": mask_t,
+    "advantages": advantages_from_scratch(torch.randint(0, 3, (B_T,), generator=g_t).double(), G_T),
+    "old_per_token_logps": logps_t + 0.3 * torch.randn(B_T, T_T, generator=g_t),
+    "ref_per_token_logps": logps_t + 0.5 * torch.randn(B_T, T_T, generator=g_t),
+    "num_items_in_batch": mask_t.sum().double() + 17,  # the generation batch holds 17 more tokens elsewhere
+}
+trl_errors, metric_errors = {}, {}  # metrics: trl casts the clip masks to float32
+for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo"):
+    for level in ("token", "sequence"):
+        for beta, kl_ratio in ((0.0, False), (0.04, False), (0.04, True)):
+            trainer.loss_type, trainer.importance_sampling_level, trainer.beta = loss_type, level, beta
+            trainer.epsilon_low, trainer.epsilon_high = 0.2, 0.28
+            trainer.args.use_bias_correction_kl = kl_ratio
+            leaf_trl = logps_t.clone().requires_grad_(True)
+            trainer._get_per_token_logps_and_entropies = lambda *a, leaf=leaf_trl, **k: (leaf, ent_t, None)
+            loss_trl = trainer._compute_loss(trainer.model, inputs_t)
+            grad_trl = torch.autograd.grad(loss_trl, leaf_trl)[0]
+            leaf = logps_t.clone().requires_grad_(True)
+            ours = grpo_loss_from_scratch(
+                leaf, inputs_t["advantages"], mask_t, old_logps=inputs_t["old_per_token_logps"],
+                ref_logps=inputs_t["ref_per_token_logps"], beta=beta, eps_low=0.2, eps_high=0.28,
+                loss_type="dapo" if loss_type in ("bnpo", "dapo") else loss_type, level=level, kl_ratio=kl_ratio,
+                max_len=T_T, n_tokens=inputs_t["num_items_in_batch"] if loss_type == "dapo" else None)
+            name = f"trl {loss_type}/{level}/beta={beta}/is_kl={kl_ratio}"
+            trl_errors[name] = assert_close(ours, loss_trl.detach(), atol=1e-12, rtol=1e-10, name=name)
+            trl_errors[name + "/grad"] = assert_close(torch.autograd.grad(ours, leaf)[0], grad_trl, atol=1e-12,
+                                                      rtol=1e-10, name=name + " grad")
+            metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
+            if level == "token":  # the metrics the trainer above logs, by its formulas
+                ratio_t = torch.exp(logps_t - inputs_t["old_per_token_logps"])
+                a = inputs_t["advantages"][:, None]
+                clip_t = ((ratio_t < 0.8) & (a < 0)) | ((ratio_t > 1.28) & (a > 0))
+                m = mask_t.double()
+                metric_errors[name + "/clip"] = abs((clip_t * m).sum().item() / m.sum().item()
+                                                 - metrics["clip_ratio/region_mean"])
+                if beta > 0:
+                    kl_t = k3_from_scratch(logps_t, inputs_t["ref_per_token_logps"]) * (ratio_t if kl_ratio else 1)
+                    metric_errors[name + "/kl"] = abs((kl_t * m).sum().item() / m.sum().item() - metrics["kl"])
+assert max(metric_errors.values()) < 1e-6, max(metric_errors, key=metric_errors.get)
+ratio_t = torch.exp(logps_t - inputs_t["old_per_token_logps"])[mask_t.bool()]
+print(f"vs trl GRPOTrainer._compute_loss: {len(trl_errors)} loss and gradient comparisons, largest error "
+      f"{error_bound(max(trl_errors.values()), 1e-12)}; {len(metric_errors)} logged metrics (clip fraction, "
+      f"kl), largest error {error_bound(max(metric_errors.values()), 1e-7)}; ratios < 0.8: {(ratio_t < 0.8).sum().item()}, "
+      f"> 1.28: {(ratio_t > 1.28).sum().item()} of {mask_t.sum().item()} tokens")
+
+# %% [markdown]
+# `trl`'s `bnpo` and `dapo` are the same token mean when `num_items_in_batch` is this batch's token count; `dapo`
+# divides by the whole generation batch's, so it matches `aggregate_from_scratch(..., "dapo", n_tokens=...)` (per
+# batch, as `verl`), not eq. 12's per-question mean (D5). Next, overlong filtering through `trl`'s generation path:
+# 16 completions of at most 6 tokens from the random tiny model, some stopped and some truncated.
+
+# %%
+del trainer._get_per_token_logps_and_entropies  # back to trl's real forward pass
+trainer.mask_truncated_completions, trainer.beta = True, 0.0
+torch.manual_seed(3)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    gen_out = trainer._generate_and_score_completions([{"prompt": p} for p in ["1+2", "3+4", "5+6", "7+8"] for _ in range(G_T)])
+ids_trl = gen_out["completion_ids"]  # (16, <= 6), padded with EOS
+is_eos = ids_trl == tokenizer.eos_token_id
+first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), ids_trl.shape[1])
+raw_mask = (torch.arange(ids_trl.shape[1])[None] <= first_eos[:, None]).long()  # up to and including EOS
+err_filter = assert_close(overlong_filter(raw_mask, ids_trl, tokenizer.eos_token_id), gen_out["completion_mask"].long(),
+                          atol=0, name="overlong filtering vs trl mask_truncated_completions")
+n_trunc = (~is_eos.any(1)).sum().item()
+assert 0 < n_trunc < len(ids_trl), "the check needs both stopped and truncated completions"
+trl_penalty = get_soft_overlong_punishment(max_completion_len=20, soft_punish_cache=4)
+lens = torch.arange(10, 26)
+err_pen = assert_close(overlong_penalty(lens.double(), 20, 4), torch.tensor(trl_penalty([[0] * int(n) for n in lens])),
+                       atol=1e-12, name="overlong penalty vs trl")
+print(f"overlong filtering vs trl: exact (both stopped and truncated completions present); soft overlong "
+      f"punishment vs trl: {error_bound(err_pen, 1e-12)}")
+
+# %% [markdown]
+# The same from-scratch pieces against the course's `shared.policy_losses` (its `dapo` with `num_items_in_batch`
+# is `trl`'s), on a random off-policy batch of 12 answers in groups of 4 with ragged lengths, values and gradients:
+
+# %%
 gen = torch.Generator().manual_seed(1)
 B, T, G = 12, 7, 4
 lengths = torch.tensor([7, 3, 1, 5, 7, 2, 6, 4, 7, 7, 1, 3])
@@ -432,14 +1147,13 @@ mask = (torch.arange(T)[None] < lengths[:, None]).long()  # (B, T)
 logps = -torch.rand(B, T, generator=gen) * 3 - 0.05  # (B, T) log-probs < 0
 old_logps = logps + (torch.rand(B, T, generator=gen) - 0.5) * 1.2
 ref_logps = logps + (torch.rand(B, T, generator=gen) - 0.5) * 2.0
-reward_batch = torch.randint(0, 3, (B,), generator=gen).float()
-
+reward_batch = torch.randint(0, 3, (B,), generator=gen).double()
 errors = {}
 for scale in shared_pl.SCALE_REWARDS:
     errors[f"advantages/{scale}"] = assert_close(
         advantages_from_scratch(reward_batch, G, scale),
-        shared_pl.group_advantages(reward_batch, G, scale_rewards=scale), atol=1e-6, name=scale)
-errors["k3"] = assert_close(k3_from_scratch(logps, ref_logps), shared_pl.k3_kl(logps, ref_logps), atol=1e-7)
+        shared_pl.group_advantages(reward_batch, G, scale_rewards=scale), atol=1e-12, name=scale)
+errors["k3"] = assert_close(k3_from_scratch(logps, ref_logps), shared_pl.k3_kl(logps, ref_logps), atol=1e-12)
 adv = shared_pl.group_advantages(reward_batch, G)
 for loss_type in ("grpo", "dr_grpo", "dapo"):
     for level in ("token", "sequence"):
@@ -453,238 +1167,502 @@ for loss_type in ("grpo", "dr_grpo", "dapo"):
                                       importance_sampling_level=level, kl_importance_correction=kl_ratio,
                                       max_completion_length=10, num_items_in_batch=60, **kw)
             name = f"{loss_type}/{level}/beta={beta}/kl_ratio={kl_ratio}"
-            errors[name] = assert_close(ours, ref, atol=1e-6, rtol=1e-6, name=name)
+            errors[name] = assert_close(ours, ref, atol=1e-12, rtol=1e-10, name=name)
             ga, gb = torch.autograd.grad(ours, a)[0], torch.autograd.grad(ref, b)[0]
-            errors[name + "/grad"] = assert_close(ga, gb, atol=1e-7, rtol=1e-6, name=name + " grad")
-trl_penalty = get_soft_overlong_punishment(max_completion_len=20, soft_punish_cache=4)
-lens = torch.arange(10, 26)
-errors["overlong vs trl"] = assert_close(
-    overlong_penalty(lens.float(), 20, 4).double(),
-    torch.tensor(trl_penalty([[0] * int(n) for n in lens])), atol=1e-12)
-ratio = torch.exp(logps - old_logps)  # rho = pi_theta / pi_old
-print(f"ratios clipped below 0.8: {(ratio[mask.bool()] < 0.8).sum().item()}, above 1.28: "
-      f"{(ratio[mask.bool()] > 1.28).sum().item()} of {mask.sum().item()} tokens")
-print(f"{len(errors)} comparisons, largest error {error_bound(max(errors.values()), 1e-7)}")
+            errors[name + "/grad"] = assert_close(ga, gb, atol=1e-12, rtol=1e-10, name=name + " grad")
+print(f"vs shared.policy_losses: {len(errors)} comparisons, largest error {error_bound(max(errors.values()), 1e-12)}")
+
+# %% [markdown]
+# The stacked trainer's pieces: `batched_loss` on 4 random policies, one per aggregation, each with its own β, KL
+# form and $\varepsilon_{\text{high}}$, and one group left out of policy 3's batch (as dynamic sampling may), against
+# the single-batch from-scratch loss; `first_informative` against the readable loop; `adam_step` against
+# `torch.optim.Adam`.
+
+# %%
+gen = torch.Generator().manual_seed(2)
+Mb, Qb, Gb, Tb = 4, 3, 4, 6
+cfg_b = dict(beta=torch.tensor([0.0, 0.04, 0.04, 0.0]), kl_ratio=torch.tensor([False, False, True, False]),
+             eps_high=torch.tensor([0.2, 0.28, 0.2, 0.28]), agg=torch.tensor([0, 1, 2, 3]))
+lens_b = torch.randint(1, Tb + 1, (Mb, Qb * Gb), generator=gen)
+mask_b = (torch.arange(Tb) < lens_b[..., None]).double()  # (M, B, T)
+valid_b = torch.ones(Mb, Qb, dtype=torch.bool)
+valid_b[3, 1] = False
+mask_b = mask_b * valid_b.repeat_interleave(Gb, 1)[..., None]
+lp_b = -torch.rand(Mb, Qb * Gb, Tb, generator=gen) * 2 - 0.05
+old_b = lp_b + (torch.rand(Mb, Qb * Gb, Tb, generator=gen) - 0.5) * 1.0
+ref_b = lp_b + (torch.rand(Mb, Qb * Gb, Tb, generator=gen) - 0.5) * 1.0
+adv_b = torch.randn(Mb, Qb * Gb, 1, generator=gen).expand(Mb, Qb * Gb, Tb)
+leaf_b = lp_b.clone().requires_grad_(True)
+loss_b = batched_loss(leaf_b, old_b, ref_b, adv_b, mask_b, valid_b, cfg_b, Gb)
+grad_b = torch.autograd.grad(loss_b.sum(), leaf_b)[0]
+stack_errors = {}
+for m, loss_type in enumerate(("grpo", "dr_grpo", "dapo", "dapo_per_question")):
+    rows = valid_b[m].repeat_interleave(Gb)  # the answers policy m trains on
+    leaf = lp_b[m, rows].clone().requires_grad_(True)
+    ours = grpo_loss_from_scratch(leaf, adv_b[m, rows, 0], mask_b[m, rows], old_logps=old_b[m, rows],
+                                  ref_logps=ref_b[m, rows], beta=float(cfg_b["beta"][m]), eps_high=float(cfg_b["eps_high"][m]),
+                                  loss_type=loss_type, kl_ratio=bool(cfg_b["kl_ratio"][m]), max_len=Tb, G=Gb)
+    stack_errors[loss_type] = assert_close(loss_b[m], ours, atol=1e-12, name=f"batched {loss_type}")
+    stack_errors[loss_type + "/grad"] = assert_close(grad_b[m, rows], torch.autograd.grad(ours, leaf)[0], atol=1e-12,
+                                                     name=f"batched {loss_type} grad")
+rounds_b = [(torch.rand(5, 8, generator=gen) < p).long() for p in (0.05, 0.3, 0.9, 0.5)]  # 4 rounds, Q=5
+inf_b = torch.cat([((r.sum(1) > 0) & (r.sum(1) < 8))[None] for r in rounds_b], 1)  # (1, 20)
+order_b, kept_b = first_informative(inf_b, 5)
+readable = [r * 5 + g for r, g in dynamic_sampling_readable(rounds_b, 5)]
+assert order_b[0, : len(readable)].tolist() == readable and kept_b.sum().item() == len(readable)
+
+theta_a = torch.randn(2 * STATES, VOCAB, generator=gen)
+probe = torch.randn(2 * STATES, VOCAB, generator=gen)
+frozen = theta_a[STATES:].clone()
+state_a = dict(m=torch.zeros_like(theta_a), v=torch.zeros_like(theta_a), t=torch.zeros(2))
+torch_p = [theta_a[:STATES].clone().requires_grad_(True), theta_a[STATES:].clone().requires_grad_(True)]
+torch_opt = [torch.optim.Adam([p], lr=0.1) for p in torch_p]
+for it in range(5):  # policy 0 moves 5 times; policy 1 moves 3 times, then its budget is spent
+    active_a = torch.tensor([True, it < 3])
+    grad_a = 2 * (theta_a - probe) * (it + 1)  # gradient of a quadratic, changing scale
+    theta_a = adam_step(theta_a, grad_a, state_a, active_a, lr=0.1)
+    for k in range(2):
+        if active_a[k]:
+            torch_opt[k].zero_grad()
+            torch_p[k].grad = 2 * (torch_p[k].detach() - probe[k * STATES:(k + 1) * STATES]) * (it + 1)
+            torch_opt[k].step()
+    if it == 2:
+        frozen = theta_a[STATES:].clone()
+stack_errors["adam"] = assert_close(theta_a[:STATES], torch_p[0].detach(), atol=1e-12, name="adam_step vs torch Adam")
+stack_errors["adam frozen"] = assert_close(theta_a[STATES:], torch_p[1].detach(), atol=1e-12, name="frozen policy")
+assert torch.equal(theta_a[STATES:], frozen)  # a policy out of budget does not move
+print(f"batched loss (4 aggregations) and Adam vs the references: largest error "
+      f"{error_bound(max(stack_errors.values()), 1e-12)}; dynamic-sampling selection matches the loop "
+      f"({len(readable)} groups kept)")
+
+# %% [markdown]
+# **One real `train` step, end to end.** The pieces above are checked one by one; this checks their wiring
+# inside `train`: the ±1 reward plus the penalty, the group advantages, the loss masks from overlong filtering,
+# the ratios against $\pi_{\text{old}}$ over $\mu = 4$ updates, the KL to $\pi_{\text{ref}}$ and the aggregation. Three
+# policies, each with a different combination of settings, take one step of `train`; their batches (returned as
+# `last_batch`) are then fed, policy by policy, to the single-batch from-scratch pieces: `advantages_from_scratch`,
+# `overlong_penalty`, `overlong_filter`, `grpo_loss_from_scratch`, with `torch.optim.Adam` on a fresh table.
+# Right/wrong is recomputed from the tokens (digit sum and EOS), not from `train`'s running sum.
+
+# %%
+CHECK_VARIANTS = {  # three policies that together exercise every outcome-reward path of the trainer
+    "DAPO-like + filtering": dict(agg=2, eps_high=0.28, pm1=True, shaping=True, filt=True),
+    "Dr. GRPO + k3": dict(std=False, agg=1, beta=0.04),
+    "per question + IS-KL": dict(agg=3, beta=0.04, kl_ratio=True),
+}
+one = train(CHECK_VARIANTS, range(1), steps=1, progress=False)
+b1, Qc, Gc = one["last_batch"], 16, 8
+step_errors, n_inf = {}, []
+for m, name in enumerate(CHECK_VARIANTS):
+    c = {**DEFAULT, **CHECK_VARIANTS[name]}
+    tok_m, mask_m = b1["tok"][m], b1["mask"][m].double()  # (128, 10)
+    stopped_m = ((tok_m == EOS) & (mask_m > 0)).any(-1)
+    right_m = (stopped_m & ((tok_m * mask_m).sum(-1) == TARGETS[b1["tgt"][m]].repeat_interleave(Gc))).double()
+    reward_m = (2 * right_m - 1 if c["pm1"] else right_m)
+    if c["shaping"]:
+        reward_m = reward_m + overlong_penalty(mask_m.sum(-1), L_GEN, L_CACHE)
+    adv_m = advantages_from_scratch(reward_m, Gc, "group" if c["std"] else "none")
+    lmask_m = overlong_filter(mask_m, tok_m, EOS) if c["filt"] else mask_m
+    n_inf.append(int((reward_m.view(Qc, Gc).std(1) > 0).sum()))
+    table = torch.zeros(STATES, VOCAB, requires_grad=True)
+    opt = torch.optim.Adam([table], lr=0.1)
+    rows_m = b1["st"][m] - m * STATES  # this policy's rows
+    old_m = None
+    for _ in range(4):
+        logp_m = torch.log_softmax(table, -1)[rows_m, tok_m]  # (128, 10)
+        old_m = logp_m.detach() if old_m is None else old_m
+        loss_m = grpo_loss_from_scratch(
+            logp_m, adv_m, lmask_m, old_logps=old_m, ref_logps=torch.full_like(logp_m, -math.log(VOCAB)),
+            beta=c["beta"], eps_high=c["eps_high"], kl_ratio=c["kl_ratio"], max_len=L_GEN, G=Gc,
+            loss_type=("grpo", "dr_grpo", "dapo", "dapo_per_question")[c["agg"]])
+        opt.zero_grad()
+        loss_m.backward()
+        opt.step()
+    step_errors[name] = assert_close(one["theta"][m * STATES:(m + 1) * STATES], table.detach(), atol=1e-10,
+                                     name=f"train step vs from scratch: {name}")
+moved = one["theta"].abs().max().item()
+print(f"one train() step vs from-scratch pieces + torch.optim.Adam, 3 policies: largest error "
+      f"{error_bound(max(step_errors.values()), 1e-10)}; groups with reward differences {n_inf}; "
+      f"logits moved up to {moved:.2f}")
+
 
 # %% [markdown]
 # ## Reproduction
 #
-# **Task (verifiable, rule-based reward).** The prompt is a target $s \in \{5, \dots, 30\}$; the policy writes
-# digits 1-9 and an end token, at most $L_{\max} = 10$ tokens; reward 1 if it stopped and its digits sum to $s$,
-# else 0. Length is free (12 = "93" or "3333"), so the length biases of derivation 4 could act (whether they do
-# is read after the results).
+# **Claims.** DeepSeekMath: GRPO improves DeepSeekMath-Instruct 7B on MATH from 46.8% to 51.7% (Table 5), process
+# supervision beats outcome supervision and iterative RL adds more, most in its first iteration (§5.2.1,
+# Figures 5 and 6), and RL raises Maj@K but not Pass@K (§5.2.2, Figure 7). Dr. GRPO: removing the
+# $1/|o_i|$ and std terms keeps wrong answers from growing long, with similar accuracy (§3.2, Figure 5). DAPO:
+# each of its techniques adds AIME points (Table 1: 30 → 36 → 38 → 41 → 42 → 50) and DAPO needs 50% of
+# R1-Zero-Qwen-32B's training *steps* (Figure 1); dynamic sampling gets there by over-sampling (§3.2).
 #
-# **Policy.** A 7k-parameter autoregressive policy: the prompt is the target written as two digit tokens (tens,
-# units); the state before token $t$ is the sum of the embeddings of the two prompt tokens, of position $t$ and of
-# every token written so far (a causal bag of tokens), and a 2-layer MLP maps it to logits over the 10 tokens. GRPO only needs $\log\pi_\theta$ of the sampled tokens, so any autoregressive
-# model would do; this one is fast enough to train four variants in the budget. All of its weights are trained.
+# **Design.** 15 variants: the control (GRPO with β = 0: group std, eq. 3's aggregation, ε = 0.2/0.2, 0/1 reward,
+# μ = 4 updates per batch, Adam with learning rate 0.1); **one change** from it for β = 0.04, no std, each
+# token-mean form, clip-higher, overlong shaping (with its ±1 reward, which alone changes nothing under the std, D7),
+# overlong filtering, dynamic sampling and process supervision; one change from β = 0.04 for the IS-weighted KL and
+# iterative GRPO; and the combinations Dr. GRPO (2 changes), DAPO (4) and shaping + dynamic sampling (2). The
+# hyperparameters (learning rate 0.1, $\mu = 4$, $Q = 16$, $G = 8$) were chosen for the control, and every trick is
+# tested at those settings, not re-tuned.
 #
-# **Variants** (16 questions x $G = 8$ answers per step, 2 Adam steps per batch so the ratios move off 1 and
-# clipping matters, 150 steps, 2 seeds each):
+# **Budget.** Every run gets the **same budget of 10,240 sampled answers** (80 steps of 16 questions x 8 answers;
+# dynamic sampling spends it in fewer steps, counting the groups it discards). A dynamic-sampling step draws whole
+# rounds of 128 answers, so these variants overshoot by up to one round, and their answers are longer on average:
+# the line under the table prints the overshoot (about 1-2% more answers, up to 14% more tokens than the control). The accuracy "at 5,120" is taken at the first step at or past 5,120
+# answers, so for dynamic sampling up to 1,280 answers later.
 #
-# | variant | advantage | aggregation | $\beta$ | clip | data tricks |
-# | --- | --- | --- | --- | --- | --- |
-# | GRPO (DeepSeekMath) | $/$ group std | grpo | 0.04 | 0.2 / 0.2 | none |
-# | GRPO, $\beta = 0$ (control) | $/$ group std | grpo | 0 | 0.2 / 0.2 | none |
-# | Dr. GRPO | centred only | dr_grpo ($L_{\max} = 10$) | 0 | 0.2 / 0.2 | none |
-# | DAPO | $/$ group std | dapo | 0 | 0.2 / 0.28 | dynamic sampling (3x over-sampling), overlong shaping ($L_{\text{cache}} = 4$) |
+# **Replicates.** 8 per variant, all 120 policies drawn from **one random stream** (`gen_seed=0`): the replicates
+# are independent draws, but a single replicate cannot be re-run alone. The table reports accuracy after the full
+# budget (32 samples per target) and at 5,120 answers (mean ± std over the 8 replicates, min-max), the difference
+# from the control with its standard error, and the answers and tokens actually drawn.
 #
-# Every 10 steps the policy is evaluated on all 26 targets with 16 samples each (temperature 1).
+# **DAPO's recipe without overlong filtering.** Table 1 reads as cumulative (each row adds one technique to the row
+# above), so its 50 includes overlong filtering; but the released recipe leaves it out: "Most experiments in the
+# paper, including the best-performant one, are run without Overlong Filtering because it's somehow overlapping
+# with Overlong Reward Shaping in terms of properly learning from the longest outputs. So we don't implement it
+# here" (`recipe/dapo/README.md` at
+# [476a33ec](https://github.com/volcengine/verl/blob/476a33ec14269622c5b990389cd9462fe9a8cd22/recipe/dapo/README.md)).
+# The toy's DAPO follows the recipe; filtering is tested on its own.
+#
+# | variant | changes from the control |
+# | --- | --- |
+# | GRPO β=0.04 (DeepSeekMath) | k3 KL to $\pi_{\text{ref}}$, β = 0.04 (eq. 3) |
+# | GRPO β=0.04, IS-KL (trl default) | the same, $\rho\hat k_3$ (`use_bias_correction_kl`, D3) |
+# | GRPO β=0.04, iterative | the same, $\pi_{\text{ref}} \leftarrow \pi_\theta$ every 20 steps (§4.1.4) |
+# | GRPO β=0 (control) | - |
+# | no std | advantages $r_i - \bar r$ (half of Dr. GRPO) |
+# | Dr. GRPO | no std, and $\frac{1}{G L_{\max}}\sum\sum$ (§3.2) |
+# | token-mean per batch | DAPO's token-level loss as `verl`/`trl` run it (D5) |
+# | token-mean per question | DAPO eq. 12 as written (D5) |
+# | clip-higher | $\varepsilon_{\text{high}} = 0.28$ (§3.1) |
+# | overlong shaping | ±1 reward + eq. 13, $L_{\max} = 10$, $L_{\text{cache}} = 4$ (§3.4) |
+# | overlong shaping + dyn. sampling | the same with dynamic sampling (tests why shaping hurts) |
+# | overlong filtering | truncated answers masked (§3.4) |
+# | dynamic sampling | resample until 16 informative groups, at most 10 rounds (§3.2) |
+# | DAPO | token-mean per batch + clip-higher + dynamic sampling + ±1 & shaping |
+# | process supervision | D9 advantages from an exact per-step verifier (§4.1.3) |
 
 # %%
-EOS, VOCAB, L_MAX, L_CACHE = 0, 10, 10, 4  # token 0 ends the answer; tokens 1..9 are the digits
-TARGETS = torch.arange(5, 31)
-
-
-class BagOfTokensPolicy(nn.Module):
-    """logits_t = MLP(E_tens[s // 10] + E_units[s % 10] + E_pos[t] + sum_{k<t} E_tok[o_k])."""
-
-    def __init__(self, hidden=64):
-        super().__init__()
-        self.tens, self.units = nn.Embedding(10, hidden), nn.Embedding(10, hidden)  # the prompt's 2 tokens
-        self.pos = nn.Embedding(L_MAX, hidden)
-        self.tok = nn.Embedding(VOCAB, hidden)
-        self.mlp = nn.Sequential(nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, VOCAB))
-
-    def prompt(self, targets):  # (batch,) -> (batch, hidden)
-        return self.tens(targets // 10) + self.units(targets % 10)
-
-    def forward(self, targets, tokens):  # (batch,), (batch, T) -> logits (batch, T, VOCAB)
-        e = self.tok(tokens)
-        before = torch.cumsum(e, dim=1) - e  # (batch, T, hidden): sum over tokens strictly before t
-        return self.mlp(self.prompt(targets)[:, None] + self.pos.weight[: tokens.shape[1]] + before)
-
-    @torch.no_grad()
-    def sample(self, targets, gen):  # -> tokens (batch, L_MAX), mask (batch, L_MAX)
-        state, alive, tokens, mask = self.prompt(targets), torch.ones(len(targets), dtype=torch.bool), [], []
-        for t in range(L_MAX):
-            probs = torch.softmax(self.mlp(state + self.pos.weight[t]), dim=-1)
-            nxt = torch.multinomial(probs, 1, generator=gen)[:, 0]
-            tokens.append(torch.where(alive, nxt, EOS))
-            mask.append(alive.clone())  # the end token itself is part of the answer
-            alive = alive & (nxt != EOS)
-            state = state + self.tok(nxt)
-        return torch.stack(tokens, 1), torch.stack(mask, 1)
-
-
-def token_logps(policy, targets, tokens):  # (batch, T): log pi(o_t | s, o_<t) of the sampled tokens
-    return torch.log_softmax(policy(targets, tokens), -1).gather(-1, tokens[..., None])[..., 0]
-
-
-def correct(targets, tokens, mask):  # the verifier: stopped within L_MAX and digits sum to the target
-    stopped = (mask & (tokens == EOS)).any(dim=1)
-    return (((tokens * mask).sum(dim=1) == targets) & stopped).float()
-
-
-def evaluate(policy, gen, n=16):
-    targets = TARGETS.repeat_interleave(n)
-    tokens, mask = policy.sample(targets, gen)
-    ok, length = correct(targets, tokens, mask), mask.sum(1).float()
-    stopped = (mask & (tokens == EOS)).any(dim=1).float()
-    return [ok.mean().item(), length[ok == 0].mean().item(), length[ok == 1].mean().item(), 1 - stopped.mean().item()]
-
-
 VARIANTS = {
-    "GRPO (DeepSeekMath)": dict(scale="group", loss_type="grpo", beta=0.04, eps_high=0.2, dapo=False),
-    "GRPO, beta=0": dict(scale="group", loss_type="grpo", beta=0.0, eps_high=0.2, dapo=False),
-    "Dr. GRPO": dict(scale="none", loss_type="dr_grpo", beta=0.0, eps_high=0.2, dapo=False),
-    "DAPO": dict(scale="group", loss_type="dapo", beta=0.0, eps_high=0.28, dapo=True),
+    "GRPO b=0.04 (DeepSeekMath)": dict(beta=0.04),
+    "GRPO b=0.04, IS-KL (trl)": dict(beta=0.04, kl_ratio=True),
+    "GRPO b=0.04, iterative": dict(beta=0.04, ref_every=20),
+    "GRPO b=0 (control)": dict(),
+    "no std": dict(std=False),
+    "Dr. GRPO": dict(std=False, agg=1),
+    "token-mean per batch": dict(agg=2),
+    "token-mean per question": dict(agg=3),
+    "clip-higher": dict(eps_high=0.28),
+    "overlong shaping": dict(pm1=True, shaping=True),
+    "overlong shaping + dyn.": dict(pm1=True, shaping=True, dyn=True),
+    "overlong filtering": dict(filt=True),
+    "dynamic sampling": dict(dyn=True),
+    "DAPO": dict(agg=2, eps_high=0.28, pm1=True, shaping=True, dyn=True),
+    "process supervision": dict(process=True),
 }
-
-
-def train(cfg, seed, steps=150, Q=16, G=8, updates=2, lr=3e-3):
-    seed_everything(seed)
-    gen, eval_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(1000 + seed)
-    policy, ref_policy = BagOfTokensPolicy(), BagOfTokensPolicy()
-    ref_policy.load_state_dict(policy.state_dict())  # pi_ref = the initial policy
-    opt = torch.optim.Adam(policy.parameters(), lr=lr)
-    log = {"eval": [], "zero_adv": [], "generated": 0}
-    for step in range(steps + 1):
-        if step % 10 == 0:
-            log["eval"].append(evaluate(policy, eval_gen))
-        if step == steps:
-            break
-        n_q = 3 * Q if cfg["dapo"] else Q  # DAPO over-samples questions, then filters
-        targets = TARGETS[torch.randint(len(TARGETS), (n_q,), generator=gen)].repeat_interleave(G)
-        tokens, mask = policy.sample(targets, gen)
-        log["generated"] += len(targets)
-        ok = correct(targets, tokens, mask)
-        log["zero_adv"].append(1 - len(informative_groups(ok, G)) / n_q)  # groups with no signal
-        rewards = ok.clone()
-        if cfg["dapo"]:
-            rewards = rewards + overlong_penalty(mask.sum(1).float(), L_MAX, L_CACHE)
-            keep = informative_groups(ok, G)[:Q]
-            rows = (keep[:, None] * G + torch.arange(G)).flatten()
-            targets, tokens, mask, rewards = targets[rows], tokens[rows], mask[rows], rewards[rows]
-            if len(rows) == 0:
-                continue
-        adv = advantages_from_scratch(rewards, G, cfg["scale"])
-        with torch.no_grad():  # pi_old and pi_ref log-probs of the sampled tokens
-            old = token_logps(policy, targets, tokens)
-            ref = token_logps(ref_policy, targets, tokens)
-        for _ in range(updates):
-            loss = grpo_loss_from_scratch(
-                token_logps(policy, targets, tokens), adv, mask, old_logps=old, ref_logps=ref,
-                beta=cfg["beta"], eps_low=0.2, eps_high=cfg["eps_high"], loss_type=cfg["loss_type"],
-                max_len=L_MAX)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return log
+SEEDS = range(8)
 
 # %% tags=["nbval-ignore-output"]
-SEEDS = (0, 1)
-runs = {name: [] for name in VARIANTS}
-with tqdm(total=len(VARIANTS) * len(SEEDS), desc="GRPO variants x seeds") as bar:
-    for name, cfg in VARIANTS.items():
-        for seed in SEEDS:
-            runs[name].append(train(cfg, seed))
-            bar.update()
+run = train(VARIANTS, SEEDS)
 
 # %%
-curves = {name: torch.tensor([r["eval"] for r in rs]).mean(0) for name, rs in runs.items()}  # (16 evals, 4)
-steps_axis = torch.arange(curves["DAPO"].shape[0]) * 10  # evaluations at steps 0, 10, ..., 150
-print(f"{'variant':20s} {'acc@0':>6s} {'acc@50':>7s} {'acc@100':>8s} {'acc@150':>8s} | {'wrong len':>9s} "
-      f"{'right len':>9s} {'no stop':>8s} | {'samples':>7s}")
-for name, c in curves.items():
-    during = c[1:].nanmean(0)  # lengths and no-stop share averaged over the evaluations at steps 10..150
-    generated = sum(r["generated"] for r in runs[name]) / len(SEEDS)
-    print(f"{name:20s} {c[0, 0]:6.2f} {c[5, 0]:7.2f} {c[10, 0]:8.2f} {c[-3:, 0].mean():8.2f} | "
-          f"{during[1]:9.2f} {during[2]:9.2f} {during[3]:8.3f} | {generated:7.0f}")
-print("per seed (0 / 1):")
-for name, rs in runs.items():
-    per_seed = [torch.tensor(r["eval"]) for r in rs]  # (16 evals, 4) each
-    acc, d = [c[-3:, 0].mean() for c in per_seed], [c[1:].nanmean(0) for c in per_seed]
-    print(f"  {name:20s} acc@150 {acc[0]:.2f} / {acc[1]:.2f} | wrong len {d[0][1]:.2f} / {d[1][1]:.2f} | "
-          f"right len {d[0][2]:.2f} / {d[1][2]:.2f} | no stop {d[0][3]:.3f} / {d[1][3]:.3f}")
-print("policy parameters:", sum(p.numel() for p in BagOfTokensPolicy().parameters()))
-zero = {name: torch.tensor([r["zero_adv"] for r in rs]).mean(0) for name, rs in runs.items()}  # (150,)
-print("share of sampled groups with all-equal rewards, steps 0-9 -> 140-149:")
-for name, z in zero.items():
-    print(f"  {name:20s} {z[:10].mean():.2f} -> {z[-10:].mean():.2f}")
+names, n_s = list(VARIANTS), len(SEEDS)
+nv, ctrl = len(names), list(VARIANTS).index("GRPO b=0 (control)")
+final = run["final"].view(nv, n_s)  # (variants, seeds): accuracy after the budget, 32 samples x 26 targets
+half = run["acc"][4].view(nv, n_s)  # after 5,120 sampled answers
+used, toks = run["used"].view(nv, n_s), run["tokens"].view(nv, n_s)
+lw = run["logs"]["len_wrong"].view(-1, nv, n_s).nanmean(0)  # mean length of wrong answers over the run, per seed
+lr_ = run["logs"]["len_right"].view(-1, nv, n_s).nanmean(0)
+print(f"{'variant':27s} {'final acc (8 replicates)':>26s} {'vs control':>13s} | {'at 5,120':>11s} | "
+      f"{'answers':>7s} {'tokens':>6s} | {'wrong len':>12s} {'right len':>12s}")
+for i, name in enumerate(names):
+    f, h = final[i], half[i]
+    diff = f.mean() - final[ctrl].mean()
+    se = (f.var() / n_s + final[ctrl].var() / n_s).sqrt()  # standard error of the difference of two means
+    print(f"{name:27s} {f.mean():.3f} ± {f.std():.3f} [{f.min():.2f}-{f.max():.2f}] "
+          f"{diff:+.3f} ± {se:.3f} | {h.mean():.2f} ± {h.std():.2f} | {used[i].mean():7.0f} "
+          f"{toks[i].mean():6.0f} | {lw[i].mean():5.2f} ± {lw[i].std():.2f} {lr_[i].mean():5.2f} ± {lr_[i].std():.2f}")
+logs = {k: v.view(-1, nv, n_s) for k, v in run["logs"].items()}  # (steps, variants, seeds)
+steps_taken = (~logs["samples"].isnan()).sum(0).double().mean(1)  # optimizer steps (x 4 updates) per variant
+over = [(n, used[i].mean() / used[ctrl].mean() - 1, toks[i].mean() / toks[ctrl].mean() - 1)
+        for i, n in enumerate(names) if used[i].mean() > used[ctrl].mean()]
+print("overshoot of the budget vs the control: " + "; ".join(f"{n} {a:+.1%} answers, {t:+.1%} tokens" for n, a, t in over))
+
+# %% [markdown]
+# The training diagnostics, per variant (mean ± std over the 8 replicates): the entropy of $\pi_{\text{old}}$ after 2,560 answers and
+# at the end of the budget, the clip fraction and the share of sampled groups without signal averaged over the run,
+# and the k3 to $\pi_{\text{ref}}$ at the end (for the iterative variant, to the latest reference; the no-signal
+# share is a mean). Then two differences the discussion relies on, with their standard errors, and the same budget
+# counted in optimizer steps.
 
 # %%
-def running_mean(x, k=10):  # mean of the last k values, for a readable per-step curve
-    c = torch.cumsum(torch.cat([torch.zeros(1), x]), 0)
-    idx = torch.arange(1, len(x) + 1)
-    return (c[idx] - c[(idx - k).clamp(min=0)]) / (idx - (idx - k).clamp(min=0))
+def at_samples(key, n):  # each policy's logged value at the first step whose cumulative answers reach n
+    x, s = logs[key], logs["samples"]
+    idx = (s.nan_to_num(0) >= n).int().argmax(0)  # (variants, seeds)
+    return x.gather(0, idx[None])[0]
 
 
-fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-for name, c in curves.items():
-    axes[0].plot(steps_axis, c[:, 0], label=name)
-    axes[1].plot(steps_axis, c[:, 1], label=name)
-    axes[2].plot(torch.arange(1, 151), running_mean(zero[name]), label=name)
-axes[0].set(xlabel="training step", ylabel="accuracy (16 samples x 26 targets)", title="Accuracy (mean of 2 seeds)")
-axes[1].set(xlabel="training step", ylabel="mean length (tokens)", title="Length of incorrect answers")
-axes[2].set(xlabel="training step", ylabel="share of sampled groups (10-step mean)",
-            title="Groups with all-equal rewards (no gradient)")
-axes[0].legend(fontsize=8)
+def last_active(key):
+    x = logs[key]
+    idx = (~logs["samples"].isnan()).sum(0) - 1
+    return x.gather(0, idx[None])[0]
+
+
+ent_2560, ent_end = at_samples("entropy", 2560), last_active("entropy")  # (variants, seeds)
+clip_run, k3_end = logs["clip"].nanmean(0), last_active("kl")  # clip fraction averaged over each run's steps
+print(f"{'variant':27s} {'entropy @2,560':>14s} {'entropy @end':>13s} | {'clip fraction':>13s} | {'k3 to ref @end':>14s} | "
+      f"{'no-signal':>9s}")
+for i, name in enumerate(names):
+    print(f"{name:27s} " + " ".join(f"{x[i].mean():.3f} ± {x[i].std():.3f}" for x in (ent_2560, ent_end))
+          + f" | {clip_run[i].mean():.3f} ± {clip_run[i].std():.3f} | {k3_end[i].mean():6.3f} ± {k3_end[i].std():.3f}"
+          f"  | {logs['no_signal'][:, i].nanmean():9.2f}")
+
+
+def diff_se(x, i, j):  # difference of the replicate means of variants i and j, and its standard error
+    return (x[i].mean() - x[j].mean()).item(), (x[i].var() / n_s + x[j].var() / n_s).sqrt().item()
+
+
+ch, k3v, isv = names.index("clip-higher"), names.index("GRPO b=0.04 (DeepSeekMath)"), names.index("GRPO b=0.04, IS-KL (trl)")
+for label, (d, se) in (("entropy @2,560, clip-higher - control", diff_se(ent_2560, ch, ctrl)),
+                       ("final accuracy, k3 - rho*k3 (IS-KL)", diff_se(final, k3v, isv)),
+                       ("entropy @end, k3 - rho*k3 (IS-KL)", diff_se(ent_end, k3v, isv))):
+    print(f"{label:40s} {d:+.3f} ± {se:.3f}  ({abs(d) / se:.1f} standard errors)")
+dapo = names.index("DAPO")
+k_near = int((steps_taken[dapo] / 10).round())  # the control's checkpoints fall every 10 steps (1,280 answers)
+print(f"optimizer steps within the budget: DAPO {steps_taken[dapo]:.1f}, dynamic sampling "
+      f"{steps_taken[names.index('dynamic sampling')]:.1f}, every other variant 80. Per step, DAPO is ahead: after "
+      f"{10 * k_near} steps the control is at {run['acc'][k_near].view(nv, n_s)[ctrl].mean():.2f}, DAPO ends at "
+      f"{final[dapo].mean():.2f}; per sampled answer it is behind ({final[dapo].mean():.2f} vs "
+      f"{final[ctrl].mean():.2f}).")
+
+# %% [markdown]
+# **What two replicates would have said.** The same comparison with the control, but each variant's 8 replicates
+# cut into 4 disjoint pairs, each pair compared with the matching pair of the control's replicates: the 4
+# two-replicate differences a two-seed study could have reported, next to the 8-replicate difference and its
+# standard error. A two-replicate difference is marked `*` (a false effect) when it is at least 0.02 and either the
+# 8-replicate difference is within 2 standard errors of zero or has the opposite sign, and `o` (a missed effect)
+# when the 8-replicate difference is beyond 2 standard errors but the pair's is under 0.02 or of the opposite sign.
+
+# %%
+pairs = torch.arange(n_s).view(-1, 2)  # (4, 2) disjoint pairs of replicates
+two = final[:, pairs].mean(-1) - final[ctrl, pairs].mean(-1)  # (variants, 4) two-replicate differences
+misleading, missed = [], []
+print(f"{'variant':27s} {'8 replicates':>15s} | two-replicate differences (4 disjoint pairs)")
+for i, name in enumerate(names):
+    if i == ctrl:
+        continue
+    d8, se8 = diff_se(final, i, ctrl)
+    noise = abs(d8) < 2 * se8
+    mark = ["*" if ((x * d8 < 0) or noise) and abs(x) >= 0.02 else
+            "o" if not noise and (abs(x) < 0.02 or x * d8 < 0) else " " for x in two[i].tolist()]
+    misleading += [name] if "*" in mark else []
+    missed += [name] if "o" in mark else []
+    print(f"{name:27s} {d8:+.3f} ± {se8:.3f} | " + "  ".join(f"{x:+.3f}{m}" for x, m in
+                                                          zip(two[i].tolist(), mark, strict=True)))
+print(f"{len(misleading)} of {nv - 1} comparisons have a pair reporting an effect of 0.02 or more that 8 replicates "
+      f"do not support (*); {len(missed)} have a pair that misses an effect 8 replicates show (o): {', '.join(missed)}")
+
+
+# %% [markdown]
+# The numbers the discussion below quotes, computed from the tables above so that the text and the run agree:
+
+# %%
+plain = [names.index(n) for n in ("GRPO b=0.04 (DeepSeekMath)", "GRPO b=0.04, IS-KL (trl)", "GRPO b=0.04, iterative",
+                                  "GRPO b=0 (control)", "no std", "clip-higher")]  # keep 1/|o_i|, no other change
+no_norm = [names.index(n) for n in ("Dr. GRPO", "token-mean per batch", "token-mean per question")]
+lw_mean = lw.mean(1)  # (variants,) mean length of the wrong answers sampled during training
+lowest_clip = min(range(nv), key=lambda i: clip_run[i].mean())
+spread = (final.max(1).values - final.min(1).values)  # (variants,) max - min over the 8 replicates
+widest = int(spread.argmax())
+d_len, se_len = diff_se(lw, names.index("Dr. GRPO"), ctrl)
+print(f"clip fraction: clip-higher {clip_run[ch].mean():.3f} vs control {clip_run[ctrl].mean():.3f}; lowest of all "
+      f"variants: {names[lowest_clip]} ({clip_run[lowest_clip].mean():.3f})")
+print(f"widest replicate range of final accuracy: {names[widest]}, {final[widest].min():.2f}-{final[widest].max():.2f} "
+      f"({spread[widest]:.3f}); the control's {spread[ctrl]:.3f}")
+print(f"wrong-answer length: without 1/|o_i| (Dr. GRPO, both token means) {lw_mean[no_norm].min():.2f}-"
+      f"{lw_mean[no_norm].max():.2f}; the six plain variants that keep it (beta, std, clip) {lw_mean[plain].min():.2f}-"
+      f"{lw_mean[plain].max():.2f}; Dr. GRPO - control {d_len:+.2f} ± {se_len:.2f} ({abs(d_len) / se_len:.1f} SE)")
+
+
+# %%
+def band(ax, x, y, label):  # mean over seeds with a min-max band
+    line, = ax.plot(x.mean(1), y.mean(1), label=label)
+    ax.fill_between(x.mean(1), y.min(1).values, y.max(1).values, color=line.get_color(), alpha=0.15)
+
+
+acc, acc_at = run["acc"].view(-1, nv, n_s), run["acc_at"].view(-1, nv, n_s)
+groups = [("GRPO b=0.04 (DeepSeekMath)", "GRPO b=0.04, IS-KL (trl)", "GRPO b=0.04, iterative", "GRPO b=0 (control)",
+           "process supervision"),
+          ("GRPO b=0 (control)", "Dr. GRPO", "clip-higher", "token-mean per question", "overlong filtering"),
+          ("GRPO b=0 (control)", "dynamic sampling", "overlong shaping", "overlong shaping + dyn.", "DAPO")]
+fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), sharey=True)
+titles = ("The KL term and DeepSeekMath's variants", "Dr. GRPO and DAPO's loss changes", "DAPO's data-side changes")
+for ax, group, title in zip(axes, groups, titles, strict=True):
+    for name in group:
+        i = names.index(name)
+        band(ax, acc_at[:, i], acc[:, i], name)
+    ax.set(xlabel="sampled answers (matched budget)", title=title)
+    ax.legend(fontsize=7)
+axes[0].set_ylabel("accuracy, 8 replicates (mean, min-max)")
+plt.tight_layout()
+plt.show()
+
+# %%
+fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+for name in ("GRPO b=0.04 (DeepSeekMath)", "GRPO b=0 (control)", "clip-higher", "Dr. GRPO", "DAPO"):
+    i = names.index(name)
+    x = logs["samples"][:, i].nanmean(1)
+    for ax, key in zip(axes, ("entropy", "clip", "kl", "len_wrong"), strict=True):
+        y = logs[key][:, i].nanmean(1)
+        if key == "len_wrong":  # noisy per step: a 5-step running mean
+            y = torch.nn.functional.avg_pool1d(y[None, None], 5, 1, 2, count_include_pad=False)[0, 0]
+        ax.plot(x, y, label=name)
+for ax, title in zip(axes, ("Entropy of pi_old (nats/token)", "Clip fraction, 4th update",
+                            "k3 to pi_ref (mean/token)", "Wrong answers: length (5-step mean)"), strict=True):
+    ax.set(xlabel="sampled answers", title=title)
+axes[0].legend(fontsize=7)
 plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **Reading the results.** `acc@150` is the mean of the evaluations at steps 130, 140 and 150; lengths and the
-# no-stop share are averaged over the evaluations at steps 10-150. All four variants learn the task with a
-# group-mean baseline and no value model, from 1% of answers right to 59-94% (69-94% at step 150 alone). Which
-# of the papers' trends show up at this scale, and which do not:
+# **Reading the results.** Every run has the same budget of 10,240 sampled answers; "vs control" is the difference
+# of the 8-replicate means with its standard error, so a difference inside about two standard errors is noise. The
+# accuracies at 5,120 answers are noisier still (the control's 0.76 is low against its neighbours). All variants
+# but one learn the task, from 1.5% of answers right to 92-99%. What the toy shows, trick by trick:
 #
-# - **The KL term is the largest effect here.** GRPO with DeepSeekMath's $\beta = 0.04$ is the slowest (0.59,
-#   against 0.82 for the same loss with $\beta = 0$; 0.63 / 0.55 against 0.81 / 0.84 per seed), its wrong answers
-#   stay the longest (5.32 tokens against 4.17) and 4.9% of its answers never stop (against 1.0%): the k3 term
-#   pulls the policy back towards the initial one, whose answers are long (6.0 tokens at step 0, middle panel).
-#   Dr. GRPO and DAPO both drop this term (Misconceptions below), so comparing them with this run mixes the KL
-#   with what the papers change.
-# - **Length bias (Dr. GRPO §3.1-3.2, Figures 1 right and 5): not visible in this toy.** The clean comparison is
-#   GRPO with $\beta = 0$ against Dr. GRPO: they differ only by the $1/|o_i|$ normaliser and the std. Their wrong
-#   answers have the same length (4.17 against 4.20 tokens, and within 0.03 in each seed), and GRPO's right answers
-#   are longer, not shorter (3.67 against 3.48, and the seeds disagree: 3.34 / 4.00 against 3.49 / 3.47), so
-#   neither "favor brevity in correct answers" nor "prefer lengthier responses among incorrect ones" (§3.1) shows
-#   up. Only the no-stop share leans the predicted way (1.0% against 0.6%, in both seeds), by about 25 answers
-#   out of 6,240 per seed: too few to call. Right-answer lengths are also confounded with accuracy: they depend on
-#   which targets get solved (30 needs at least 4 digits, 5 needs one), and the slowest variant, GRPO with the KL
-#   term, has the shortest (3.20). Dropping the std, the other half of Dr. GRPO's change, leaves accuracy the
-#   same too (0.84 against 0.82). Answers of 1-10 tokens over 150 steps give the $1/|o_i|$ weight little to act
-#   on; the paper sees the bias as LLM responses, incorrect ones above all, growing longer over an RL run
-#   (Figure 1 right).
-# - **Groups without signal (DAPO §3.2, Figure 3b).** At first 83-88% of the sampled groups are all wrong; the share
-#   drops to about half as the policy starts to solve targets, then climbs back as groups become all right (right
-#   panel): over steps 140-149, 91% of the groups of GRPO ($\beta = 0$), 87% of Dr. GRPO's and 97% of DAPO's
-#   give zero advantage (GRPO with the KL term, still learning, is at 42%). DAPO's filter trains only on the
-#   informative groups: it leads from step 70 on and ends highest in both seeds (0.94), but it generates 3 times
-#   more samples (the `samples` column): after the same 19,200 samples (its step 50) it is at 0.26, behind every
-#   other variant at step 150. DAPO reports the same trade, fewer steps for more sampling (§4.2, Figure 6). Near
-#   the end 97% of its 48 sampled groups are all-equal, so only 1-2 informative groups are left per step instead of
-#   the 16 a batch holds: this notebook over-samples once, while DAPO keeps sampling "until the batch is fully
-#   filled", which would cost still more samples.
-# - **DAPO's lengths.** Its wrong answers are the shortest (3.57) and none fails to stop (0.000 in both seeds), in
-#   line with the overlong penalty on lengths 7-10; its right answers are not the shortest (3.51, against 3.20 for
-#   GRPO). DAPO changes four things at once and has no KL term, so the toy cannot credit the shaping alone.
+# - **The KL term costs accuracy, and its gradient matters.** GRPO with DeepSeekMath's β = 0.04 ends 3.7 points
+#   below the control (−0.037 ± 0.012) and keeps more entropy (0.66 against 0.24 nats at the end). The
+#   importance-weighted KL (`trl`'s default) costs less (−0.016 ± 0.012, not distinguishable from zero with 8
+#   replicates); the direct difference between the two KL forms is −0.021 ± 0.010, about 2 standard errors, so
+#   the following explanation is suggestive, not established: against a uniform $\pi_{\text{ref}}$, the forward KL$(\pi_{\text{ref}}\|\pi_\theta) =
+#   -\log 10 - \frac{1}{10}\sum_v\log\pi_\theta(v)$ grows without bound as any token's probability goes to 0,
+#   while the reverse KL is $\log 10 - H(\pi_\theta) \le \log 10$, so plain k3, whose gradient is the forward
+#   one, may resist the sharpening that solving the task needs more; the end entropies do not separate the two
+#   forms (+0.08 ± 0.09, printed under the diagnostics). Iterative GRPO's reference reset every 20 steps
+#   removes the cost (+0.002 ± 0.011): the anchor follows the policy. DeepSeekMath (§4.2) uses β = 0.04 with a
+#   learned reward model, where the KL guards against reward hacking; with an exact verifier there is nothing to
+#   guard, which is why Dr. GRPO and DAPO drop it.
+# - **Dr. GRPO: no accuracy effect, a small length effect in the predicted direction.** Dropping the std
+#   (−0.001 ± 0.011) and Dr. GRPO's full change (−0.010 ± 0.012) leave accuracy unchanged. But the three variants
+#   that drop the $1/|o_i|$ normaliser (Dr. GRPO, both token-mean forms: 6.73-6.78 tokens) sample shorter wrong
+#   answers during training than the six plain variants that keep it and change only β, the std or the clip range
+#   (6.91-7.00; printed above), by about 0.16 tokens between Dr. GRPO and the control, about 2.5 standard errors
+#   (variants that also change the reward or the data, such as overlong filtering at 7.54 or process supervision at
+#   6.16, are not comparable): the bias of D5, at the scale of answers of at most 10 tokens. The paper's
+#   effect is responses growing by hundreds of tokens over a long run (Figure 5). The std's difficulty bias needs
+#   questions that stay too hard or too easy; here every target gets solved.
+# - **Token-level loss, per batch or per question: no difference** (+0.003 ± 0.013 and +0.000 ± 0.012): the
+#   targets' answer lengths differ little, so the two weightings of D5 nearly coincide. The distinction matters when
+#   some questions draw much longer answers than others (long chains of thought on hard problems).
+# - **Clip-higher: no measurable effect** (+0.004 ± 0.010 at the end). Its clip fraction is below the control's
+#   (0.084 against 0.096) because the upper bound clips less, and its entropy at 2,560 answers is lower, not
+#   higher (1.70 against 1.82, −0.12 ± 0.06, about 2 standard errors: suggestive only). Either way, with 10 tokens
+#   per state and a uniform start there is no entropy collapse to prevent.
+# - **Overlong shaping hurts badly (−0.520 ± 0.030), and dynamic sampling undoes most of the harm.** With
+#   $L_{\max} - L_{\text{cache}} = 6$, 53% of the uniform policy's answers ($0.9^6$) fall in the penalty zone, and
+#   91% of the first groups are all wrong. In an all-wrong group the only reward differences are the length
+#   penalties, so the whole advantage says "stop earlier": the policy learns to stop (wrong answers of 2.1 tokens,
+#   entropy 1.19 at 2,560 answers) before it learns to add, and short answers cannot reach large targets. Adding
+#   dynamic sampling, which filters on *accuracy* so that all-wrong groups never reach the loss, gives 0.920 (0.915
+#   for dynamic sampling alone). At DAPO's scale the buffer starts at 16,384 tokens, far above the lengths a base
+#   model writes at the start of training, so the penalty only acts once answers have grown long.
+# - **Overlong filtering: harmless here** (−0.004 ± 0.011); truncated answers are no longer pushed down, so wrong
+#   answers are longer (7.54 tokens against 6.91).
+# - **Dynamic sampling and DAPO: behind at a matched budget, ahead per step.** At first 91% of the groups have no
+#   signal, so filling 16 informative groups takes up to 10 rounds (1,280 answers) per step: dynamic sampling spends
+#   the budget in 28 optimizer steps instead of 80 and ends at 0.915 (−0.058 ± 0.021; 0.45 at 5,120 answers), DAPO
+#   at 0.921 (−0.052 ± 0.013). Every group they train on has signal, so every token is pushed and 4 updates clip
+#   2-3 times more tokens (0.26-0.27 against 0.10). Counted in steps, as DAPO counts them (Figure 1), DAPO is far ahead (last line of
+#   the diagnostics: after 30 steps the control is at 0.65, DAPO ends at 0.92 after 28); counted in sampled answers
+#   it is behind. A comparison by steps is how an earlier version of this notebook credited DAPO with a lead that
+#   came from about 3 times more samples.
+# - **Process supervision learns fastest** (0.91 ± 0.02 at 5,120 answers, the best; +0.012 ± 0.010 at the end,
+#   within noise), in line with DeepSeekMath's finding that process beats outcome supervision (§5.2.1, Figure 5),
+#   here with an exact step verifier, which a learned process reward model is not. Its right answers are longer
+#   (4.99 tokens against 4.02): every step that keeps the target reachable is rewarded, and a token collects the
+#   rewards of all later steps.
 #
-# Two seeds on a toy task: differences of a few points are noise (Dr. GRPO's two seeds end 0.12 apart). What holds
-# in both seeds: every variant learns; $\beta = 0.04$ slows GRPO and keeps long, unfinished answers; the no-signal
-# share falls, then rises; DAPO ends highest at 3 times the samples. What does not show: Dr. GRPO's length bias
-# between GRPO ($\beta = 0$) and Dr. GRPO.
+# **Replicates.** The 8 replicates of one variant span up to 0.195 in final accuracy (overlong shaping, 0.34-0.53;
+# dynamic sampling 0.80-0.96), more than most differences between variants. The two-replicate table above shows what
+# two seeds would have concluded: for 9 of the 14 comparisons some pair of replicates reports a gain or loss of 2-5
+# points that 8 replicates do not support (IS-KL at −0.050, process supervision at +0.034, both token means at
+# +0.028 and +0.038), and one pair each of dynamic sampling (+0.001), DAPO (−0.001) and shaping + dynamic sampling
+# (−0.015) would have shown little or no cost.
+
+# %% [markdown]
+# **Maj@K vs Pass@K (DeepSeekMath §5.2.2, Figure 7).** The paper compares the Instruct and RL models at temperature
+# 0.7: "RL enhances Maj@K's performance but not Pass@K", i.e. RL makes the output distribution more robust, "boosting
+# the correct response from TopK rather than the enhancement of fundamental capabilities". The same measurement on
+# the control's 8 replicates at three points: the uniform start, after 1,280 sampled answers, and after the budget;
+# 64 samples per target, Pass@K by the unbiased estimator $1 - \binom{n-c}{K}/\binom{n}{K}$ (Chen et al. 2021),
+# Maj@K as the share of disjoint blocks of $K$ samples whose most frequent answer (the digit sum of the answers
+# that stopped; ties to the smaller sum) is the target.
+
+# %%
+def pass_and_maj(theta, models, gen, ks, n=64):
+    tgt = torch.arange(N_TGT).repeat_interleave(n)[None].expand(len(models), -1)
+    tokens, _, mask, total, stopped = sample(table_cdf(theta), models, tgt, gen)
+    right = (stopped & (total == TARGETS[tgt])).view(len(models), N_TGT, n)
+    digit_sum = (tokens * mask).sum(-1)  # the answer itself (total stops at target + 1)
+    answers = torch.nn.functional.one_hot(digit_sum, 9 * L_GEN + 1) * stopped[..., None]  # answers that stopped vote
+    c = right.sum(-1)  # (models, targets) correct samples out of n
+    out = {}
+    for k in ks:
+        i = torch.arange(1, n + 1).double()
+        # 1 - C(n-c, k) / C(n, k) = 1 - prod_{i=n-c+1}^{n} (1 - k / i)
+        fail = torch.where(i > n - c[..., None], 1 - k / i, torch.ones(())).prod(-1)
+        votes = answers.view(len(models), N_TGT, n // k, k, -1).sum(3)  # (models, targets, blocks, sums)
+        maj = (votes.argmax(-1) == TARGETS[:, None]).double().mean(-1)
+        out[k] = ((1 - fail).mean(1), maj.mean(1))  # each (models,)
+    return out
+
+
+KS = (1, 4, 16, 64)
+ctrl_models = torch.arange(ctrl * n_s, (ctrl + 1) * n_s)  # the control's 8 policies in the stack
+gen_eval = torch.Generator().manual_seed(123)
+points = {"start (uniform)": torch.zeros_like(run["theta"]), "after 1,280 answers": run["snapshot"],
+          "after 10,240 answers": run["theta"]}
+pm = {label: pass_and_maj(th, ctrl_models, gen_eval, KS) for label, th in points.items()}
+print(f"{'':22s}" + "".join(f"{'Pass@' + str(k):>14s}" for k in KS) + "".join(f"{'Maj@' + str(k):>14s}" for k in KS))
+for label, res in pm.items():
+    print(f"{label:22s}" + "".join(f"{res[k][0].mean():8.3f}±{res[k][0].std():.3f}" for k in KS)
+          + "".join(f"{res[k][1].mean():8.3f}±{res[k][1].std():.3f}" for k in KS))
+
+# %% [markdown]
+# **Maj@K vs Pass@K: the toy does not reproduce the paper's finding.** Pass@K rises as well as Maj@K: Pass@64 goes
+# 0.64 (uniform start) → 0.75 (1,280 answers) → 0.99 (end), Maj@64 0.005 → 0.23 → 0.99. At the end both are at
+# the ceiling (every target is solved), so the larger gain of Maj@64 over the run is partly a ceiling effect, not
+# evidence that RL only re-ranks answers the policy could already find. The setting differs from the paper's in
+# two ways that explain it: the toy starts from a uniform policy that has not learnt the task (DeepSeekMath starts
+# RL from an SFT model that already solves most problems sometimes, where Pass@K has little room to rise), and it
+# samples at temperature 1, the paper at 0.7.
+
+# %% [markdown]
+# ### What a healthy run prints
+#
+# Values a correct implementation of this notebook's trainer gives, from the mechanics rather than from luck:
+# every policy starts uniform, so the entropy of the first batch is $\ln 10 = 2.303$ nats per token and its k3 to
+# $\pi_{\text{ref}}$ is exactly 0 (the policy *is* the reference); with 0/1 rewards and about 1% of answers right,
+# about 9 groups in 10 have no signal at first; the 4 updates per batch move the ratios enough that a few percent
+# of tokens are clipped (0 would mean the ratios never leave 1: $\mu = 1$ or a learning rate of zero); the control
+# ends above 90% with its entropy below 0.5 nats and right answers of 2-6 tokens (the digits plus EOS); dynamic
+# sampling spends the same budget in 20-40 optimizer steps instead of 80 (its first steps need up to 10 rounds of
+# 128 answers each, its last ones 1-2). The cell prints the run's values and asserts these ranges.
+
+# %%
+c0 = logs["entropy"][0, ctrl]
+checks = {
+    "entropy at step 0 (ln 10 = 2.303)": (logs["entropy"][0].min().item(), 2.29, 2.31),
+    "k3 to pi_ref at step 0": (logs["kl"][0].abs().max().item(), 0.0, 1e-12),
+    "no-signal share at step 0": (logs["no_signal"][0, ctrl].mean().item(), 0.8, 0.97),
+    "clip fraction, control, first 10 steps": (logs["clip"][:10, ctrl].mean().item(), 0.01, 0.3),
+    "control accuracy after the budget": (final[ctrl].mean().item(), 0.9, 1.0),
+    "control entropy at the end": (logs["entropy"][-1, ctrl].mean().item(), 0.0, 0.5),
+    "control right-answer length, last 10 steps": (logs["len_right"][-10:, ctrl].nanmean().item(), 2.0, 6.0),
+    "DAPO optimizer steps within the budget": (steps_taken[names.index("DAPO")].item(), 20, 40),
+}
+for label, (value, low, high) in checks.items():
+    print(f"{label:44s} {value:7.3f}   expected in [{low:.3g}, {high:.3g}]")
+    assert low <= value <= high, label
 
 # %% [markdown]
 # ## Misconceptions
@@ -694,34 +1672,37 @@ plt.show()
 #   mean reward of the $G$ outputs sampled *now*, from $\pi_{\theta_{\text{old}}}$, *for the same question*:
 #   GRPO "uses the average reward of multiple sampled outputs, produced in response to the same question, as the
 #   baseline" (DeepSeekMath §4.1.1), and $\hat A_{i,t} = (r_i - \operatorname{mean}(\mathbf r))/\operatorname{std}(\mathbf r)$
-#   over that group (§4.1.2). `advantages_from_scratch` has no memory of earlier batches.
+#   over that group (§4.1.2). `advantages_from_scratch` and the trainer have no memory of earlier batches.
 # - **Claim (seed README):** samples are grouped "by task type (dialogue, code generation)" and the advantage is
 #   taken relative to the task group. **Correction:** a group is the $G$ answers to one question $q$
 #   ($\{o_1, \dots, o_G\} \sim \pi_{\theta_{\text{old}}}(O \mid q)$, eq. 3). Pooling different questions would
 #   compare answers to easy questions with answers to hard ones: the reward differences would measure question
 #   difficulty, not answer quality.
 # - **Claim (seed README):** GRPO trains "only LoRA adapters (rank 16, 0.1% of parameters)" with a learning rate
-#   of 3e-4. **Correction:** GRPO is an objective; it says nothing about which parameters move. DeepSeekMath
-#   trains the policy (DeepSeekMath-Instruct 7B) with learning rate 1e-6, KL coefficient 0.04, 64 samples per
-#   question, batch size 1024 and "a single update following each exploration stage" (§4.2), with no mention of
-#   LoRA. `trl`'s `GRPOTrainer` trains the full model unless a `peft_config` is passed; the toy above trains all
-#   of its weights.
-# - **Claim (seed slides):** the GRPO objective uses one ratio per answer, $\pi_\theta(o_i \mid q)/\pi_{\theta_{old}}(o_i \mid q)$.
+#   of 3e-4. **Correction:** GRPO is an objective; it says nothing about which parameters move, and it does not
+#   require LoRA. DeepSeekMath trains the policy (DeepSeekMath-Instruct 7B) with learning rate 1e-6, KL coefficient
+#   0.04, 64 samples per question, batch size 1024 and "a single update following each exploration stage" (§4.2),
+#   with no mention of LoRA. `trl`'s `GRPOTrainer` trains the full model unless a `peft_config` is passed; the toy
+#   above trains every logit of its policies.
+# - **Claim (common):** "the k3 term is an unbiased KL penalty, so it pushes the policy down the gradient of
+#   KL$(\pi_\theta\|\pi_{\text{ref}})$." **Correction:** its *value* is unbiased for that KL; its *gradient*, with the
+#   samples held fixed as every trainer does, is the gradient of the forward KL$(\pi_{\text{ref}}\|\pi_\theta)$ (D3,
+#   checked exactly). Multiplying by the importance ratio (`trl`'s `use_bias_correction_kl`, on by default in 1.16)
+#   gives the reverse-KL gradient; the toy shows the two forms train differently.
+# - **Claim (seed slides):** the GRPO objective uses one ratio per answer, $\pi_\theta(o_i \mid
+#   q)/\pi_{\theta_{old}}(o_i \mid q)$.
 #   **Correction:** eq. 3 has one ratio per token, averaged with $\frac{1}{|o_i|}\sum_t$. A per-answer ratio is
-#   GSPO's choice (R8; Zheng et al., arXiv:2507.18071, §4.1, eq. 7): the $1/|o_i|$-th power of the sequence
-#   ratio, i.e. the geometric mean of the token ratios (walkthrough 6.3 above), which GSPO adopts "to reduce the
-#   variance and to control $s_i(\theta)$ within a unified numerical range": without it, "the likelihood changes
-#   of a few tokens can result in dramatic fluctuations of the sequence-level importance ratio".
-# - **Claim (common):** the KL term in GRPO is the exact KL, or the per-token penalty in the reward as in PPO-RLHF.
-#   **Correction:** it is the k3 estimate at the sampled tokens, non-negative and unbiased only in expectation
-#   over $o \sim \pi_\theta$ (DeepSeekMath eq. 4; walkthrough 6.2 above), added to the loss "instead of adding KL
-#   penalty in the reward" (DeepSeekMath §4.1.1). DAPO drops the KL term because a long-CoT policy may diverge far
-#   from the initial model anyway (DAPO §2.3); Dr. GRPO sets $\beta = 0$ because rule-based verifiers remove the
-#   distribution-shift concern (Dr. GRPO §3).
-# - **Claim (common):** "token-level loss" means the same thing in DAPO and Dr. GRPO. **Correction:** DAPO divides
-#   by the number of tokens in the batch, $\sum_i |o_i|$ (eq. 12), which changes from batch to batch; Dr. GRPO
-#   divides by a constant generation budget (§3.2, Listing 1). Both remove the per-answer $1/|o_i|$; only Dr.
-#   GRPO also removes the std (DAPO keeps it, eq. 9).
+#   GSPO's choice (R8; Zheng et al., arXiv:2507.18071, §4.1, eq. 7): the $1/|o_i|$-th power of the sequence ratio,
+#   i.e. the geometric mean of the token ratios (D4).
+# - **Claim (common):** "DAPO's token-level loss averages over all tokens in the batch." **Correction:** that is
+#   what current `verl` (per mini-batch) and `trl`'s `dapo` (per generation batch) run, and not quite what the
+#   paper's own run did (`verl` at the recipe's commit: a token mean per micro-batch); DAPO's eq. 12 averages tokens
+#   per question and then questions (D5). The two differ
+#   when questions' answers differ in total length. And "token-level loss" does not mean the same in DAPO and Dr.
+#   GRPO: Dr. GRPO divides by a constant generation budget (§3.2) and also removes the std, which DAPO keeps.
+# - **Claim (common):** "dynamic sampling makes training more efficient." **Correction:** it makes each *step*
+#   more informative; the groups it discards still cost generation. DAPO counts steps (Figure 1); at a matched
+#   budget of sampled answers the toy's dynamic sampling is behind (−0.058 ± 0.021).
 
 # %% [markdown]
 # ## Exercises
@@ -733,8 +1714,9 @@ plt.show()
 #    normaliser, $L_{\max} = 10$, same advantage?
 # 3. With DAPO's bounds, what is the largest probability a token with $\pi_{\text{old}} = 0.05$ and $\hat A > 0$ can
 #    reach in one update before its gradient becomes zero?
-# 4. (Open) Derivation 2 shows the group-mean baseline scales the gradient by $(G-1)/G$. Which baseline removes
-#    that factor? (Hint: RLOO, Ahmadian et al. 2024, leaves one sample out.) Why does GRPO not need it?
+# 4. A policy over 2 outcomes has $\pi_\theta = (0.8, 0.2)$ and $\pi_{\text{ref}} = (0.5, 0.5)$, with
+#    $\pi_\theta = \mathrm{softmax}(\theta)$. Give the expected gradient with respect to $\theta_1$ of plain $\hat k_3$
+#    used as a loss, and of $\rho\hat k_3$ (D3), to 3 decimals.
 #
 # Fill in your answers and run the cell; `None` skips a question.
 
@@ -745,13 +1727,20 @@ answers = {
     "2_grpo": None,     # a number
     "2_dr_grpo": None,  # a number
     "3": None,          # a number
+    "4_k3": None,       # a number
+    "4_rho_k3": None,   # a number
 }
+p_ex = torch.tensor([0.8, 0.2])
+q_ex = torch.tensor([0.5, 0.5])
 expected = {
     "1_grpo": [1.5, -0.5, -0.5, -0.5],
     "1_dr_grpo": [0.75, -0.25, -0.25, -0.25],
     "2_grpo": 1 / (4 * 5),  # -A / (G |o_i|): +0.05, so gradient descent pushes each token down
     "2_dr_grpo": 1 / (4 * 10),
     "3": 0.05 * 1.28,
+    # d/d theta_1 of KL(ref||pi) = pi_1 - ref_1; of KL(pi||ref) = pi_1 (log(pi_1/ref_1) - KL(pi||ref))
+    "4_k3": (p_ex[0] - q_ex[0]).item(),
+    "4_rho_k3": (p_ex[0] * ((p_ex[0] / q_ex[0]).log() - (p_ex * (p_ex / q_ex).log()).sum())).item(),
 }
 for key, value in answers.items():
     if value is None:
@@ -765,18 +1754,30 @@ for key, value in answers.items():
 # ## References
 #
 # - Z. Shao, P. Wang, Q. Zhu, R. Xu, J. Song, et al. *DeepSeekMath: Pushing the Limits of Mathematical Reasoning
-#   in Open Language Models.* arXiv:2402.03300, 2024. §4.1 (GRPO, eqs. 3-4, Algorithm 1), §4.2 and Table 5.
-#   Code (models, evaluation): https://github.com/deepseek-ai/DeepSeek-Math
+#   in Open Language Models.* arXiv:2402.03300 (v3), 2024. §4.1 (GRPO, eqs. 3-4, Algorithm 1; §4.1.3 process
+#   supervision, §4.1.4 iterative RL), §4.2 and Table 5, §5.2 (Figures 5-7: process vs outcome, iterative RL,
+#   Maj@K vs Pass@K). Code (models, evaluation): https://github.com/deepseek-ai/DeepSeek-Math
 # - Z. Liu, C. Chen, W. Li, P. Qi, T. Pang, C. Du, W. S. Lee, M. Lin. *Understanding R1-Zero-Like Training: A
 #   Critical Perspective.* arXiv:2503.20783, 2025. §3.1-3.2 (length and difficulty biases, Dr. GRPO).
 #   Code: https://github.com/sail-sg/understand-r1-zero
 # - Q. Yu, Z. Zhang, R. Zhu, et al. *DAPO: An Open-Source LLM Reinforcement Learning System at Scale.*
-#   arXiv:2503.14476, 2025. §3.1-3.4 (eqs. 8-13), Table 1. Code: https://github.com/volcengine/verl (`recipe/dapo`)
+#   arXiv:2503.14476 (v1), 2025. §2.4 (±1 reward), §3.1-3.4 (eqs. 10-13), §4.1, Table 1, Figure 1. Code:
+#   https://github.com/BytedTsinghua-SIA/DAPO (project page, data, weights); the training code is in `volcengine/verl`:
+#   `recipe/dapo/README.md` at [04f41b77](https://github.com/volcengine/verl/blob/04f41b77f4d0235d2ef7bada2d2ff6177b0dac23/recipe/dapo/README.md)
+#   (the token-level loss quote) and at [476a33ec](https://github.com/volcengine/verl/blob/476a33ec14269622c5b990389cd9462fe9a8cd22/recipe/dapo/README.md)
+#   (no overlong filtering in the best run),
+#   [`recipe/dapo/run_dapo_qwen2.5_32b.sh`](https://github.com/volcengine/verl/blob/03150d4fa825bcca1ec5c0a3f582cf6449148112/recipe/dapo/run_dapo_qwen2.5_32b.sh)
+#   and `verl/workers/actor/dp_actor.py` at 03150d4 (the per-micro-batch loss), `agg_loss` in `verl/trainer/ppo/core_algos.py` at
+#   [v0.4.0](https://github.com/volcengine/verl/blob/v0.4.0/verl/trainer/ppo/core_algos.py) and at
+#   [8ed5bafc](https://github.com/volcengine/verl/blob/8ed5bafc052bd8f172b8a4a0e777c028db1f48bd/verl/trainer/ppo/core_algos.py) (global token count).
+# - DeepSeek-AI. *DeepSeek-V3.2.* arXiv:2512.02556, 2025 (the importance-weighted KL that `trl` adopts).
 # - C. Zheng, S. Liu, M. Li, et al. *Group Sequence Policy Optimization.* arXiv:2507.18071, 2025. §4.1, eq. 7
 #   (the length-normalised sequence ratio; reading R8).
+# - M. Chen et al. *Evaluating Large Language Models Trained on Code.* arXiv:2107.03374, 2021 (the unbiased
+#   Pass@K estimator).
 # - J. Schulman. *Approximating KL divergence*, 2020. http://joschu.net/blog/kl-approx.html (the k3 estimator).
-# - Reference implementation: `trl` 1.16.0, `trl/trainer/grpo_trainer.py`, `GRPOTrainer._compute_loss` (loss
-#   types, `importance_sampling_level`, `use_bias_correction_kl`) and the advantage code in
-#   `_generate_and_score_completions` (`scale_rewards`); `trl/rewards/other_rewards.py`,
-#   `get_soft_overlong_punishment` (DAPO eq. 13). The course's `shared/policy_losses.py` follows them and
-#   `tests/test_policy_losses.py` checks it against them.
+# - Reference implementation: `trl` 1.16.0, `trl/trainer/grpo_trainer.py`: `GRPOTrainer._compute_loss` (loss
+#   types, `importance_sampling_level`, `use_bias_correction_kl`, the logged `clip_ratio/*`, `kl`, `entropy`) and
+#   `_generate_and_score_completions` (`mask_truncated_completions`, `scale_rewards`); `trl/trainer/grpo_config.py`;
+#   `trl/rewards/other_rewards.py`, `get_soft_overlong_punishment` (DAPO eq. 13). The course's
+#   `shared/policy_losses.py` follows them and `tests/test_policy_losses.py` checks it against them.
