@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 52
+#     cpu_seconds: 44
 #     id: R7
 #     papers:
 #     - arxiv: '2402.03300'
@@ -12,7 +12,7 @@
 #     - arxiv: '2503.14476'
 #       title: 'DAPO: An Open-Source LLM Reinforcement Learning System at Scale'
 #     part: rl
-#     peak_memory_mb: 707
+#     peak_memory_mb: 706
 #     prerequisites:
 #     - R4
 #     - R6
@@ -51,40 +51,27 @@
 # **Prerequisites:** [R4 · PPO](R4_ppo.ipynb) (clipped surrogate, advantages) ·
 # [R6 · DPO](R6_dpo.ipynb) (the reference policy and the KL to it)
 #
-# **CPU run time:** 52 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 44 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 707 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 706 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
 #
-# - **GRPO** (DeepSeekMath §4.1) is PPO without a value model: each answer's advantage is its reward minus the mean
-#   over the $G$ answers **to the same question**, divided by their std; a k3 KL to a reference model is added to the
-#   loss. 46.8% → 51.7% on MATH (Table 5).
-# - **Dr. GRPO** (2503.20783 §3) removes the $1/|o_i|$ and the std, which bias the update by length and difficulty;
-#   **DAPO** (2503.14476 §3) adds clip-higher, dynamic sampling, a token-level loss and overlong shaping: 30 → 50 on
-#   AIME 2024 (Table 1).
-# - Each piece is derived next to its code and checked against `trl` 1.16's `GRPOTrainer`; one whole training step is
-#   checked against the from-scratch pieces and `torch.optim.Adam`. The k3 term *as a loss* has the gradient of the
-#   forward KL$(\pi_{\text{ref}}\|\pi_\theta)$, not of the KL it estimates.
-# - Toy, 15 variants x 8 replicates at a matched 10,240 sampled answers: plain GRPO with $\beta = 0$ is as good as any
-#   variant; the loss changes of Dr. GRPO and DAPO are within noise; dynamic sampling and DAPO are behind per sampled
-#   answer (ahead per step); overlong shaping costs 52 points; the k3 KL costs 3.7.
-# - Dropping $1/|o_i|$ shortens wrong answers slightly, as Dr. GRPO predicts; the toy does **not** reproduce "RL
-#   raises Maj@K but not Pass@K" (its Pass@64 rises too, from a uniform start).
+# - **GRPO** (DeepSeekMath §4.1): PPO without a critic; advantage = reward minus the mean of the same question's $G$ answers, / their std; k3 KL in the loss.
+# - **Dr. GRPO** (2503.20783 §3) drops the $1/|o_i|$ and the std (length and difficulty biases); **DAPO** (2503.14476 §3) adds clip-higher, dynamic sampling, a token-level loss, overlong shaping.
+# - Every piece is derived beside its code and checked against `trl` 1.16's `GRPOTrainer`; the k3 loss has the gradient of the *forward* KL$(\pi_{\text{ref}}\|\pi_\theta)$.
+# - Toy, 15 variants x 8 replicates at 10,240 sampled answers: plain GRPO (β = 0) is as good as any; the loss changes are within noise; dynamic sampling and DAPO lose per answer, win per step; overlong shaping costs 52 points.
+# - Dropping $1/|o_i|$ shortens wrong answers slightly, as Dr. GRPO predicts; "RL raises Maj@K, not Pass@K" is **not** reproduced (Pass@64 rises too).
 
 # %% [markdown]
 # ## 中文速览
 #
-# - **GRPO**（DeepSeekMath §4.1）是去掉价值模型的 PPO：每个回答的优势是其奖励减去**同一道题**的 $G$ 个回答的均值、再除以它们的标准差；损失中另加到参考模型的 k3 KL。MATH 从 46.8% 提到
-#   51.7%（表 5）。
-# - **Dr. GRPO**（2503.20783 §3）去掉 $1/|o_i|$ 和标准差，它们会按长度和难度使更新有偏；**DAPO**（2503.14476 §3）加入 clip-higher、动态采样、token
-#   级损失和超长整形：AIME 2024 从 30 分到 50 分（表 1）。
-# - 每一步推导都放在实现它的代码旁边，并与 `trl` 1.16 的 `GRPOTrainer` 对照；完整的一步训练也与从零实现的各部分和 `torch.optim.Adam` 对照。k3 项**作为损失**时，其梯度是前向
-#   KL$(\pi_{\text{ref}}\|\pi_\theta)$ 的梯度，而不是它所估计的那个 KL 的梯度。
-# - 玩具任务，15 种变体 × 8 个重复，采样回答数同为 10,240：$\beta=0$ 的朴素 GRPO 不输于任何变体；Dr. GRPO 与 DAPO 的损失改动都在噪声范围内；按采样回答数计，动态采样和 DAPO
-#   落后（按步数计领先）；超长整形损失 52 个点；k3 KL 损失 3.7 个点。
-# - 去掉 $1/|o_i|$ 使错误回答略微变短，与 Dr. GRPO 的预测一致；玩具任务**没有**复现"RL 提高 Maj@K 而不提高 Pass@K"（从均匀策略出发，Pass@64 也上升）。
+# - **GRPO**（DeepSeekMath §4.1）：没有价值模型的 PPO；优势 = 奖励减去同一道题 $G$ 个回答的均值、再除以其标准差；损失中加 k3 KL。
+# - **Dr. GRPO**（2503.20783 §3）去掉 $1/|o_i|$ 和标准差（长度偏差与难度偏差）；**DAPO**（2503.14476 §3）加入 clip-higher、动态采样、token 级损失、超长整形。
+# - 每一部分都在其代码旁推导，并与 `trl` 1.16 的 `GRPOTrainer` 对照；k3 作为损失时的梯度是**前向** KL$(\pi_{\text{ref}}\|\pi_\theta)$ 的梯度。
+# - 玩具任务，15 种变体 × 8 个重复，采样回答数同为 10,240：$\beta=0$ 的朴素 GRPO 不输于任何变体；损失改动都在噪声内；动态采样和 DAPO 按回答数落后、按步数领先；超长整形损失 52 个点。
+# - 去掉 $1/|o_i|$ 使错误回答略微变短，与 Dr. GRPO 的预测一致；"RL 提高 Maj@K 而不提高 Pass@K" **未**复现（Pass@64 也上升）。
 
 # %% [markdown]
 # ## Setup
@@ -397,21 +384,25 @@ for eps_high in (0.2, 0.28):
 # | loss | aggregation | $w_i$ |
 # | --- | --- | --- |
 # | GRPO (eq. 3) | $\frac1G\sum_i\frac1{\lvert o_i\rvert}\sum_t$ | $\hat A_i / (G\,\lvert o_i\rvert)$ |
-# | Dr. GRPO (§3.2) | $\frac{1}{G\,L_{\max}}\sum_i\sum_t$ | $\tilde A_i / (G\,L_{\max})$, $\tilde A_i = r_i - \operatorname{mean}(\mathbf r)$ |
+# | Dr. GRPO (§3.2: $\frac1G\sum_i\sum_t$; the constant $1/L_{\max}$ from its code listing and `trl`'s `dr_grpo`) | $\frac{1}{G\,L_{\max}}\sum_i\sum_t$ | $\tilde A_i / (G\,L_{\max})$, $\tilde A_i = r_i - \operatorname{mean}(\mathbf r)$ |
 # | DAPO eq. 12, as written | $\mathbb E_q\big[\frac{1}{\sum_{i=1}^G\lvert o_i\rvert}\sum_i\sum_t\big]$ | $\hat A_i / (n_q \sum_{j \in q}\lvert o_j\rvert)$ |
-# | `verl` at the DAPO recipe (`use_token_level_loss`), per micro-batch $b$ of $n_b$ answers | $\frac{n_b}{N}\frac{1}{\sum_{j\in b}\lvert o_j\rvert}\sum_{j\in b}\sum_t$, summed over micro-batches | $\hat A_i\, n_b / (N \sum_{j \in b}\lvert o_j\rvert)$ |
-# | `verl` model engine (Nov 2025 on) `token-mean`; `trl` `dapo` | $\frac{1}{\sum_{\text{batch}}\lvert o_j\rvert}\sum_{\text{batch}}\sum_t$ | $\hat A_i / \sum_{\text{all } j}\lvert o_j\rvert$ |
+# | `verl` at the DAPO recipe (`use_token_level_loss`), and default `verl` today (`token-mean`), per micro-batch $b$ of $n_b$ answers | $\frac{n_b}{N}\frac{1}{\sum_{j\in b}\lvert o_j\rvert}\sum_{j\in b}\sum_t$, summed over micro-batches | $\hat A_i\, n_b / (N \sum_{j \in b}\lvert o_j\rvert)$ |
+# | `verl` model engine (opt-in, `use_legacy_worker_impl=disable`) `token-mean`; `trl` `dapo` | $\frac{1}{\sum_{\text{batch}}\lvert o_j\rvert}\sum_{\text{batch}}\sum_t$ | $\hat A_i / \sum_{\text{all } j}\lvert o_j\rvert$ |
 #
 # Only GRPO's weight depends on the answer's own length: a wrong answer ($\hat A_i < 0$) of 30 tokens is pushed
 # down 3 times less per token than one of 10 tokens, so long wrong answers survive (Dr. GRPO §3.1). Dr. GRPO's
-# $L_{\max}$ is a constant (irrelevant under Adam, D2).
+# $L_{\max}$ is a constant (irrelevant under Adam, D2): §3.2's objective is $\frac1G\sum_i\sum_t$, with no
+# per-answer normaliser; the $1/L_{\max}$ comes from the paper's code listing and its official code, which divides
+# the masked sum by the generation budget (`train_zero_math.py`: `masked_sum(..., constant_normalizer=
+# args.generate_max_length)` for `critic_type="drgrpo"`), as `trl`'s `dr_grpo` does with `max_completion_length`.
 #
 # **DAPO eq. 12 normalises per question.** The paper writes the token-level loss inside the expectation over
 # $(q, a)$: $\mathbb E_{(q,a)\sim\mathcal D}\big[\frac{1}{\sum_{i=1}^{G}|o_i|}\sum_{i=1}^{G}\sum_{t=1}^{|o_i|}\cdots\big]$,
 # so each question's $G$ answers share one token mean and questions are then averaged with equal weight $1/n_q$.
 # DAPO's own code does not do that, and what it does has changed between `verl` versions:
 #
-# - **The run behind the paper's numbers.** The recipe
+# - **The released recipe** (verl pull request #790; its commits, like the others cited here except 8ed5bafc, are on
+#   pull-request branches, not on `main`, so GitHub shows them as not belonging to any branch). The run script
 #   [`recipe/dapo/run_dapo_qwen2.5_32b.sh`](https://github.com/volcengine/verl/blob/03150d4fa825bcca1ec5c0a3f582cf6449148112/recipe/dapo/run_dapo_qwen2.5_32b.sh)
 #   (commit 03150d4, 27 Mar 2025) sets `use_token_level_loss=True`, which the recipe's
 #   [README](https://github.com/volcengine/verl/blob/04f41b77f4d0235d2ef7bada2d2ff6177b0dac23/recipe/dapo/README.md)
@@ -424,17 +415,27 @@ for eps_high in (0.2, 0.28):
 #   averaged over micro-batches with weights $n_b/N$, $N$ the answers in the mini-batch (the table's row): neither eq. 12's per-question mean nor
 #   one token mean over the batch. Micro-batches are packed by token count (`ppo_max_token_len_per_gpu`), and one
 #   optimizer step sees a mini-batch of 32 prompts x 16 answers (`train_prompt_mini_bsz=32`; 16 mini-batches per
-#   512-prompt batch).
-# - **Later `verl`.** `use_token_level_loss` became `loss_agg_mode="token-mean"` (commit 2ec29d99, 27 Mar 2025,
-#   whose README says "in a mini-batch"), implemented by `agg_loss` as `masked_mean(loss_mat, loss_mask)`
+#   512-prompt batch). The recipe's README later reports that it reproduces the paper: 52% on AIME 2024 for full
+#   DAPO and 50% without dynamic sampling ("Reproduction Runs",
+#   [README at 476a33ec](https://github.com/volcengine/verl/blob/476a33ec14269622c5b990389cd9462fe9a8cd22/recipe/dapo/README.md)).
+# - **`loss_agg_mode`.** On a parallel pull-request branch (commit 2ec29d99, 27 Mar 2025, whose README says "in a
+#   mini-batch"), `use_token_level_loss` became `loss_agg_mode="token-mean"`, implemented by `agg_loss` as
+#   `masked_mean(loss_mat, loss_mask)`
 #   ([`core_algos.py` at tag v0.4.0](https://github.com/volcengine/verl/blob/v0.4.0/verl/trainer/ppo/core_algos.py)),
-#   still called per micro-batch. Since the model-engine workers (Nov 2025), `agg_loss` divides by the whole
+#   still called per micro-batch.
+# - **`verl`'s model engine (opt-in, Nov 2025 on).** With the model-engine workers, `agg_loss` divides by the whole
 #   mini-batch's token count summed over the data-parallel GPUs, times `dp_size` to undo the gradient averaging
 #   ([`core_algos.py`](https://github.com/volcengine/verl/blob/8ed5bafc052bd8f172b8a4a0e777c028db1f48bd/verl/trainer/ppo/core_algos.py)
 #   `agg_loss`, fed by
 #   [`transformer_impl.py`](https://github.com/volcengine/verl/blob/8ed5bafc052bd8f172b8a4a0e777c028db1f48bd/verl/workers/engine/fsdp/transformer_impl.py)
-#   `forward_backward_batch`): one token mean per mini-batch, whatever the micro-batching. The legacy `dp_actor.py`
-#   passes no global count and keeps the per-micro-batch mean.
+#   `forward_backward_batch`): one token mean per mini-batch, whatever the micro-batching. But these workers run
+#   only with `trainer.use_legacy_worker_impl=disable`; the default, `auto`, still loads the legacy
+#   `fsdp_workers.py` and `dp_actor.py` (`verl/trainer/main_ppo.py`, `add_actor_rollout_worker`, at
+#   [b178a3cd](https://github.com/volcengine/verl/blob/b178a3cd56f58b2d502255daba591e92833930a7/verl/trainer/main_ppo.py),
+#   29 Jan 2026), which pass no global token count (`global_batch_info` is filled only by the engine's
+#   `verl/workers/utils/losses.py`) and so still take a token mean per micro-batch, scaled by
+#   `loss_scale_factor = response_mask.shape[0] / ppo_mini_batch_size`: **by default, current `verl` does what the
+#   recipe did.**
 # - **`trl` 1.16**'s `loss_type="dapo"` divides by `num_items_in_batch`, the token count of the whole generation
 #   batch gathered over all processes, rescaled to one optimizer step (`grpo_trainer.py`, `_compute_loss`): a
 #   token mean per generation batch; its `bnpo` is a token mean per micro-batch, divided by the accumulation steps.
@@ -442,7 +443,8 @@ for eps_high in (0.2, 0.28):
 # Per-batch and per-question normalisation agree when a batch holds one question, or when every question's
 # answers have the same total length; otherwise per-batch normalisation (any of the rows above, with "batch" the micro-, mini- or generation batch) gives question $q$ the weight
 # $\sum_{j\in q}|o_j| / \sum_{\text{batch}}|o_j|$ instead of $1/n_q$: questions with long answers count more. Which is
-# right? The equation is the paper's definition and the recipe is what produced its numbers (Table 1, Figure 1);
+# right? The equation is the paper's definition, and the released recipe, which runs the per-micro-batch form, is
+# reported to reproduce the paper's result (above);
 # the text of §3.3 motivates only the within-question effect ("longer sequences can have more influence on the
 # overall gradient update"), which both forms have. The differences fire only when questions in one
 # normalisation unit have answers of different total lengths; in the recipe a micro-batch, packed to at most
@@ -477,13 +479,15 @@ for loss_type in ("grpo", "dr_grpo", "dapo", "dapo_per_question"):
     loss = aggregate_from_scratch(per_token, mask_d5, loss_type, max_len=6, G=2)
     (grad,) = torch.autograd.grad(loss, logps)
     print(f"{loss_type:18s} weight per token: q1 short {grad[0, 0]:.4f}, q1 long {grad[1, 0]:.4f}, "
-          f"q2 {grad[2, 0]:.4f} / {grad[3, 0]:.4f}")
+          f"q2 {grad[2, 0]:.4f} / {grad[3, 0]:.4f}; total weight q1 {grad[:2].abs().sum():.3f}, "
+          f"q2 {grad[2:].abs().sum():.3f}")
 
 # %% [markdown]
 # GRPO pushes each token of the 6-token wrong answer down 3 times less than the 2-token one; Dr. GRPO and both
 # DAPO forms treat them alike. The per-batch DAPO form gives question 2's tokens the same weight as question 1's
-# (1/10 each), so question 1, with 8 tokens, carries 4 times question 2's total weight; the per-question form
-# gives each question the same total weight (1/8 per token in q1, 1/4 in q2).
+# (1/10 each), so question 1, with 8 tokens, carries 4 times question 2's total weight (0.8 against 0.2); the
+# per-question form gives each question the same total weight, 0.5: 1/16 per token in q1 (1/8 within the question,
+# halved by the mean over the 2 questions) and 1/4 in q2 (1/2 within it, halved).
 #
 # ### D6. The whole loss
 #
@@ -914,14 +918,23 @@ def rewards_advantages_masks(b, cfg, active, G):
 # **(c) The update and its logs.** $\mu$ Adam steps on the same batch: before the first, $\pi_\theta = \pi_{\text{old}}$,
 # so the ratios are 1; after it they leave 1 and clipping acts. Logged per step: the mean per-token entropy of
 # $\pi_{\text{old}}$ at the sampled states (exact, from the table), the mean k3 to $\pi_{\text{ref}}$ (`trl`'s `kl`,
-# logged here even when $\beta = 0$), and the clip fraction of the last update (`trl`'s `clip_ratio/region_mean`:
+# logged here even when $\beta = 0$), and the clip fraction of the last update (`trl`'s `clip_ratio/region_mean`,
+# computed by `clip_fraction` and `token_mean`, the same functions the `trl` check below calls:
 # $\rho < 1 - \varepsilon_{\text{low}}$ with $\hat A < 0$, or $\rho > 1 + \varepsilon_{\text{high}}$ with $\hat A > 0$).
 
 # %%
+def token_mean(x, lmask):  # (..., B, T) -> (...,): mean over the real tokens, as trl's masked metrics
+    return (x * lmask).sum((-2, -1)) / lmask.sum((-2, -1)).clamp(min=1)
+
+
+def clip_fraction(ratio, adv, lmask, eps_high, eps_low=0.2):  # trl's clip_ratio/region_mean
+    clipped = ((ratio < 1 - eps_low) & (adv < 0)) | ((ratio > 1 + eps_high) & (adv > 0))  # where the clip binds
+    return token_mean(clipped.to(lmask.dtype), lmask)
+
+
 def update(theta, adam, ref_logp_table, b, adv, lmask, cfg, active, mu, lr, G, logs, step):
     flat = b["st"] * VOCAB + b["tok"]  # index of each sampled token's logit in the flat table
     ref = ref_logp_table.view(-1)[flat]  # (M, B, T) log pi_ref of the sampled tokens
-    n_tok = lmask.sum((1, 2)).clamp(min=1)
     for it in range(mu):  # GRPO iterations on the same batch
         leaf = theta.clone().requires_grad_(True)
         logp_table = torch.log_softmax(leaf, -1)
@@ -930,16 +943,14 @@ def update(theta, adam, ref_logp_table, b, adv, lmask, cfg, active, mu, lr, G, l
             old = logp.detach()
             lt = logp_table.detach()
             entropy = -(lt.exp() * lt).sum(-1)[b["st"]]  # (M, B, T) exact entropy of pi_old at the sampled states
-            logs["entropy"][step] = torch.where(active, (entropy * lmask).sum((1, 2)) / n_tok, math.nan)
-            kl = (k3_from_scratch(old, ref) * lmask).sum((1, 2)) / n_tok
-            logs["kl"][step] = torch.where(active, kl, math.nan)
+            logs["entropy"][step] = torch.where(active, token_mean(entropy, lmask), math.nan)
+            logs["kl"][step] = torch.where(active, token_mean(k3_from_scratch(old, ref), lmask), math.nan)
         loss = batched_loss(logp, old, ref, adv, lmask, b["valid"], cfg, G)  # (M,)
         (grad,) = torch.autograd.grad(loss.sum(), leaf)
         theta = adam_step(theta, grad, adam, active, lr)
     with torch.no_grad():  # clip fraction of the last update, as trl's clip_ratio/region_mean
-        ratio = torch.exp(logp.detach() - old)
-        clip = ((ratio < 0.8) & (adv < 0)) | ((ratio > 1 + cfg["eps_high"][:, None, None]) & (adv > 0))
-        logs["clip"][step] = torch.where(active, (clip * lmask).sum((1, 2)) / n_tok, math.nan)
+        clip = clip_fraction(torch.exp(logp.detach() - old), adv, lmask, cfg["eps_high"][:, None, None])
+        logs["clip"][step] = torch.where(active, clip, math.nan)
     return theta
 
 
@@ -1011,7 +1022,7 @@ def train(variants, seeds, steps=80, Q=16, G=8, mu=4, lr=0.1, ckpt=1280, max_rou
 #    dr_grpo and dapo (with a `num_items_in_batch` larger than this micro-batch's tokens, as when the generation
 #    batch is split), token and sequence ratios, $\beta = 0$, and $\beta = 0.04$ with and without
 #    `use_bias_correction_kl`, on an off-policy batch that hits both clip bounds; and the metrics `trl` logs
-#    (`clip_ratio/region_mean`, `kl`) against the formulas the trainer above logs.
+#    (`clip_ratio/region_mean`, `kl`) against the functions the trainer above logs them with (`clip_fraction`, `token_mean`).
 # 2. **`trl`'s `mask_truncated_completions`**, run through `trl`'s own `_generate_and_score_completions` (tiny
 #    generation on CPU), against `overlong_filter`; and `trl.rewards.get_soft_overlong_punishment` against
 #    `overlong_penalty`.
@@ -1019,8 +1030,9 @@ def train(variants, seeds, steps=80, Q=16, G=8, mu=4, lr=0.1, ckpt=1280, max_rou
 # 4. **The stacked trainer's `batched_loss`** against `grpo_loss_from_scratch`, policy by policy, for all four
 #    aggregations, value and gradient; and `first_informative` against `dynamic_sampling_readable`.
 # 5. **`adam_step`** against `torch.optim.Adam` on one policy of the stack (the others frozen).
-# 6. **One whole `train` step** (sampling, rewards, advantages, masks, 4 updates) for three policies against the
-#    single-batch from-scratch pieces and `torch.optim.Adam`.
+# 6. **Two whole `train` steps** (sampling, dynamic sampling, rewards, outcome and process advantages, masks,
+#    4 updates each, the KL to a reference that differs from $\pi_{\text{old}}$, the iterative reset) for four
+#    policies, replayed from their tokens alone with the single-batch from-scratch pieces and `torch.optim.Adam`.
 #
 # (D3's KL gradients and D9's process advantages were checked above, against autograd of the exact KLs and the
 # paper's formula as a loop.)
@@ -1090,16 +1102,14 @@ for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo"):
             trl_errors[name + "/grad"] = assert_close(torch.autograd.grad(ours, leaf)[0], grad_trl, atol=1e-12,
                                                       rtol=1e-10, name=name + " grad")
             metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()}
-            if level == "token":  # the metrics the trainer above logs, by its formulas
+            if level == "token":  # the metrics the trainer above logs, by the trainer's own functions
                 ratio_t = torch.exp(logps_t - inputs_t["old_per_token_logps"])
-                a = inputs_t["advantages"][:, None]
-                clip_t = ((ratio_t < 0.8) & (a < 0)) | ((ratio_t > 1.28) & (a > 0))
                 m = mask_t.double()
-                metric_errors[name + "/clip"] = abs((clip_t * m).sum().item() / m.sum().item()
-                                                 - metrics["clip_ratio/region_mean"])
+                clip_ours = clip_fraction(ratio_t, inputs_t["advantages"][:, None], m, eps_high=0.28)
+                metric_errors[name + "/clip"] = abs(clip_ours.item() - metrics["clip_ratio/region_mean"])
                 if beta > 0:
                     kl_t = k3_from_scratch(logps_t, inputs_t["ref_per_token_logps"]) * (ratio_t if kl_ratio else 1)
-                    metric_errors[name + "/kl"] = abs((kl_t * m).sum().item() / m.sum().item() - metrics["kl"])
+                    metric_errors[name + "/kl"] = abs(token_mean(kl_t, m).item() - metrics["kl"])
 assert max(metric_errors.values()) < 1e-6, max(metric_errors, key=metric_errors.get)
 ratio_t = torch.exp(logps_t - inputs_t["old_per_token_logps"])[mask_t.bool()]
 print(f"vs trl GRPOTrainer._compute_loss: {len(trl_errors)} loss and gradient comparisons, largest error "
@@ -1236,54 +1246,115 @@ print(f"batched loss (4 aggregations) and Adam vs the references: largest error 
       f"({len(readable)} groups kept)")
 
 # %% [markdown]
-# **One real `train` step, end to end.** The pieces above are checked one by one; this checks their wiring
+# **Two real `train` steps, end to end.** The pieces above are checked one by one; this checks their wiring
 # inside `train`: the ±1 reward plus the penalty, the group advantages, the loss masks from overlong filtering,
-# the ratios against $\pi_{\text{old}}$ over $\mu = 4$ updates, the KL to $\pi_{\text{ref}}$ and the aggregation. Three
-# policies, each with a different combination of settings, take one step of `train`; their batches (returned as
-# `last_batch`) are then fed, policy by policy, to the single-batch from-scratch pieces: `advantages_from_scratch`,
-# `overlong_penalty`, `overlong_filter`, `grpo_loss_from_scratch`, with `torch.optim.Adam` on a fresh table.
-# Right/wrong is recomputed from the tokens (digit sum and EOS), not from `train`'s running sum.
+# dynamic sampling's batch assembly over rounds, process supervision's advantages, the ratios against
+# $\pi_{\text{old}}$ over $\mu = 4$ updates, the KL to $\pi_{\text{ref}}$, the reference reset of iterative GRPO and
+# the aggregation. Four policies, each with a different combination of settings, take two steps of `train` (two
+# calls, 1 and 2 steps, on the same random stream, so the first returns the batch of step 1 and the second the
+# batch of step 2). At step 2 the KL target differs from $\pi_{\text{old}}$: it is still uniform for `Dr. GRPO + k3`,
+# and it is the policy after step 1 for the iterative policy (`ref_every=1`). The batches are then replayed, policy
+# by policy, with the single-batch from-scratch pieces and `torch.optim.Adam` on a fresh table, from the tokens and
+# targets alone: the loss mask is recomputed from the first EOS, each token's state row from the running digit sum
+# (capped at $s + 1$), right/wrong from the digit sum, the kept groups of dynamic sampling are checked to be
+# informative, and the process advantages come from the loop form of D9 (`process_advantages_loop`), group by
+# group. The dynamic-sampling policy is limited to 4 rounds here, so it trains on a short batch (fewer than 16
+# groups, as in the main run's first steps), and it spends its whole budget of 256 answers in step 1, so at step 2
+# it must not move. The check stream (`gen_seed=5`) is one on which the comparisons cannot pass vacuously, and the
+# cell asserts it: every policy has a group with signal in step 1 (so it moves), and at step 2 the sampled tokens'
+# $\pi_{\text{ref}}$ differs from $\pi_{\text{old}}$ (`Dr. GRPO + k3`) and from the uniform start (the iterative policy).
 
 # %%
-CHECK_VARIANTS = {  # three policies that together exercise every outcome-reward path of the trainer
+CHECK_VARIANTS = {  # four policies that together exercise every path of the trainer
     "DAPO-like + filtering": dict(agg=2, eps_high=0.28, pm1=True, shaping=True, filt=True),
-    "Dr. GRPO + k3": dict(std=False, agg=1, beta=0.04),
-    "per question + IS-KL": dict(agg=3, beta=0.04, kl_ratio=True),
+    "Dr. GRPO + k3": dict(std=False, agg=1, beta=0.04),  # step 2: pi_ref (uniform) != pi_old
+    "per question + IS-KL, iterative": dict(agg=3, beta=0.04, kl_ratio=True, ref_every=1),  # pi_ref <- pi_theta
+    "dyn. sampling + process": dict(dyn=True, process=True),
 }
-one = train(CHECK_VARIANTS, range(1), steps=1, progress=False)
-b1, Qc, Gc = one["last_batch"], 16, 8
-step_errors, n_inf = {}, []
+CHECK_ROUNDS, CHECK_SEED = 4, 5  # at most 4 rounds, so that dynamic sampling trains on a short batch; a stream on
+# which every check policy has a group with signal in step 1 (asserted below)
+runs = [train(CHECK_VARIANTS, range(1), steps=k, max_rounds=CHECK_ROUNDS, gen_seed=CHECK_SEED, progress=False)
+        for k in (1, 2)]
+Qc, Gc = 16, 8
+theta_1 = runs[0]["theta"].view(len(CHECK_VARIANTS), -1)
+assert (theta_1 != 0).any(1).all(), "every check policy must move in step 1, or its step-2 check is vacuous"
+
+
+def replay_inputs(b, m):
+    """Policy m's batch recomputed from its tokens and targets only: mask, state rows, right/wrong."""
+    tok, tgt_idx = b["tok"][m], b["tgt"][m].repeat_interleave(Gc)  # (128, 10), (128,)
+    target = TARGETS[tgt_idx]
+    is_eos = tok == EOS
+    first_eos = torch.where(is_eos.any(-1), is_eos.int().argmax(-1), L_GEN)
+    mask = (torch.arange(L_GEN) <= first_eos[:, None]).double()  # up to and including the first EOS
+    digits = tok * mask
+    before = digits.cumsum(-1) - digits  # running sum before each token
+    rows = OFFSET[tgt_idx][:, None] + torch.minimum(before, target[:, None] + 1).long()  # capped at s + 1
+    stopped = is_eos.any(-1)
+    return tok, target, mask, rows, stopped, (stopped & (digits.sum(-1) == target)).double()
+
+
+step_errors, kept_counts = {}, []
 for m, name in enumerate(CHECK_VARIANTS):
     c = {**DEFAULT, **CHECK_VARIANTS[name]}
-    tok_m, mask_m = b1["tok"][m], b1["mask"][m].double()  # (128, 10)
-    stopped_m = ((tok_m == EOS) & (mask_m > 0)).any(-1)
-    right_m = (stopped_m & ((tok_m * mask_m).sum(-1) == TARGETS[b1["tgt"][m]].repeat_interleave(Gc))).double()
-    reward_m = (2 * right_m - 1 if c["pm1"] else right_m)
-    if c["shaping"]:
-        reward_m = reward_m + overlong_penalty(mask_m.sum(-1), L_GEN, L_CACHE)
-    adv_m = advantages_from_scratch(reward_m, Gc, "group" if c["std"] else "none")
-    lmask_m = overlong_filter(mask_m, tok_m, EOS) if c["filt"] else mask_m
-    n_inf.append(int((reward_m.view(Qc, Gc).std(1) > 0).sum()))
     table = torch.zeros(STATES, VOCAB, requires_grad=True)
     opt = torch.optim.Adam([table], lr=0.1)
-    rows_m = b1["st"][m] - m * STATES  # this policy's rows
-    old_m = None
-    for _ in range(4):
-        logp_m = torch.log_softmax(table, -1)[rows_m, tok_m]  # (128, 10)
-        old_m = logp_m.detach() if old_m is None else old_m
-        loss_m = grpo_loss_from_scratch(
-            logp_m, adv_m, lmask_m, old_logps=old_m, ref_logps=torch.full_like(logp_m, -math.log(VOCAB)),
-            beta=c["beta"], eps_high=c["eps_high"], kl_ratio=c["kl_ratio"], max_len=L_GEN, G=Gc,
-            loss_type=("grpo", "dr_grpo", "dapo", "dapo_per_question")[c["agg"]])
-        opt.zero_grad()
-        loss_m.backward()
-        opt.step()
-    step_errors[name] = assert_close(one["theta"][m * STATES:(m + 1) * STATES], table.detach(), atol=1e-10,
-                                     name=f"train step vs from scratch: {name}")
-moved = one["theta"].abs().max().item()
-print(f"one train() step vs from-scratch pieces + torch.optim.Adam, 3 policies: largest error "
-      f"{error_bound(max(step_errors.values()), 1e-10)}; groups with reward differences {n_inf}; "
-      f"logits moved up to {moved:.2f}")
+    ref_table = torch.zeros(STATES, VOCAB)  # pi_ref starts uniform
+    for k, run_k in enumerate(runs):
+        b = run_k["last_batch"]
+        if math.isnan(runs[1]["logs"]["samples"][k, m]):  # out of budget at this step: the policy must not move
+            step_errors[f"{name}/step {k + 1} frozen"] = assert_close(
+                run_k["theta"][m * STATES:(m + 1) * STATES], table.detach(), atol=1e-10, name=f"{name} frozen")
+            continue
+        tok_m, target_m, mask_m, rows_m, stopped_m, right_m = replay_inputs(b, m)
+        assert torch.equal(mask_m.bool(), b["mask"][m]) and torch.equal(rows_m + m * STATES, b["st"][m]), name
+        reward_m = 2 * right_m - 1 if c["pm1"] else right_m
+        if c["shaping"]:
+            reward_m = reward_m + overlong_penalty(mask_m.sum(-1), L_GEN, L_CACHE)
+        n_right = right_m.view(Qc, Gc).sum(1)
+        valid = b["valid"][m]
+        if c["dyn"]:  # every kept group informative; fewer than Q kept only when all 10 rounds were spent
+            assert ((n_right[valid] > 0) & (n_right[valid] < Gc)).all(), name
+            assert valid.all() or runs[0]["used"][m] == CHECK_ROUNDS * Qc * Gc, name
+        else:
+            assert valid.all(), name
+        kept_counts.append(int(valid.sum()))
+        keep = valid.repeat_interleave(Gc)  # the answers this policy trains on
+        if c["process"]:  # D9 as a loop over each kept group's steps (every token a step)
+            step_r = oracle_step_rewards(tok_m, mask_m, target_m, stopped_m, (tok_m * mask_m).sum(-1))
+            adv_m = torch.zeros(len(tok_m), L_GEN)
+            for g in valid.nonzero()[:, 0].tolist():
+                ans = range(g * Gc, (g + 1) * Gc)
+                steps = [[(t, step_r[i, t].item()) for t in range(L_GEN) if mask_m[i, t]] for i in ans]
+                adv_m[g * Gc:(g + 1) * Gc] = process_advantages_loop(steps, L_GEN) * mask_m[g * Gc:(g + 1) * Gc]
+        else:
+            adv_m = advantages_from_scratch(reward_m, Gc, "group" if c["std"] else "none")
+        lmask_m = overlong_filter(mask_m, tok_m, EOS) if c["filt"] else mask_m
+        ref_m = torch.log_softmax(ref_table, -1)[rows_m, tok_m][keep]
+        old_m = None
+        for _ in range(4):
+            logp_m = torch.log_softmax(table, -1)[rows_m, tok_m][keep]  # (kept answers, 10)
+            old_m = logp_m.detach() if old_m is None else old_m
+            loss_m = grpo_loss_from_scratch(
+                logp_m, adv_m[keep], lmask_m[keep], old_logps=old_m, ref_logps=ref_m,
+                beta=c["beta"], eps_high=c["eps_high"], kl_ratio=c["kl_ratio"], max_len=L_GEN, G=Gc,
+                loss_type=("grpo", "dr_grpo", "dapo", "dapo_per_question")[c["agg"]])
+            opt.zero_grad()
+            loss_m.backward()
+            opt.step()
+        if k == 1 and c["beta"] > 0:  # non-vacuous: at step 2 pi_ref differs from pi_old, or from uniform when reset
+            real = lmask_m[keep].bool()
+            gap = (ref_m - old_m) if c["ref_every"] == 0 else (ref_m + math.log(VOCAB))
+            assert gap[real].abs().max() > 1e-3, f"{name}: step 2 cannot tell the KL target apart"
+        if c["ref_every"] == 1:  # iterative GRPO: pi_ref <- pi_theta after every step
+            ref_table = table.detach().clone()
+        step_errors[f"{name}/step {k + 1}"] = assert_close(
+            run_k["theta"][m * STATES:(m + 1) * STATES], table.detach(), atol=1e-10,
+            name=f"train step {k + 1} vs from scratch: {name}")
+moved = runs[1]["theta"].abs().max().item()
+print(f"two train() steps vs from-scratch pieces + torch.optim.Adam, 4 policies: {len(step_errors)} comparisons, "
+      f"largest error {error_bound(max(step_errors.values()), 1e-10)}; groups trained on per policy and step "
+      f"{kept_counts}; logits moved up to {moved:.2f}")
 
 
 # %% [markdown]
@@ -1563,8 +1634,12 @@ plt.show()
 #   penalties, so the whole advantage says "stop earlier": the policy learns to stop (wrong answers of 2.1 tokens,
 #   entropy 1.19 at 2,560 answers) before it learns to add, and short answers cannot reach large targets. Adding
 #   dynamic sampling, which filters on *accuracy* so that all-wrong groups never reach the loss, gives 0.920 (0.915
-#   for dynamic sampling alone). At DAPO's scale the buffer starts at 16,384 tokens, far above the lengths a base
-#   model writes at the start of training, so the penalty only acts once answers have grown long.
+#   for dynamic sampling alone). The group std makes it worse: in an all-wrong group it turns penalty differences
+#   of 0.25-1 into advantages of order 1. Measured outside this notebook (the same trainer, 5 variants x 8
+#   replicates, on this random stream and on a second one, `gen_seed=1`), overlong shaping without the std ends at
+#   0.542 / 0.556 against 0.451 / 0.495 with it: the std accounts for 6-9 of the 52 points, the length penalty
+#   acting on all-wrong groups for the rest. At DAPO's scale the buffer starts at 16,384 tokens, far above the
+#   lengths a base model writes at the start of training, so the penalty only acts once answers have grown long.
 # - **Overlong filtering: harmless here** (−0.004 ± 0.011); truncated answers are no longer pushed down, so wrong
 #   answers are longer (7.54 tokens against 6.91).
 # - **Dynamic sampling and DAPO: behind at a matched budget, ahead per step.** At first 91% of the groups have no
@@ -1586,7 +1661,9 @@ plt.show()
 # two seeds would have concluded: for 9 of the 14 comparisons some pair of replicates reports a gain or loss of 2-5
 # points that 8 replicates do not support (IS-KL at −0.050, process supervision at +0.034, both token means at
 # +0.028 and +0.038), and one pair each of dynamic sampling (+0.001), DAPO (−0.001) and shaping + dynamic sampling
-# (−0.015) would have shown little or no cost.
+# (−0.015) would have shown little or no cost. The main costs survive a second random stream: the same probe
+# (5 variants x 8 replicates, outside this notebook) gives, as difference from the control on stream 0 / stream 1,
+# overlong shaping −0.526 / −0.474, dynamic sampling −0.059 ± 0.013 / −0.032 ± 0.009 and DAPO −0.053 / −0.059.
 
 # %% [markdown]
 # **Maj@K vs Pass@K (DeepSeekMath §5.2.2, Figure 7).** The paper compares the Instruct and RL models at temperature
@@ -1695,9 +1772,10 @@ for label, (value, low, high) in checks.items():
 #   GSPO's choice (R8; Zheng et al., arXiv:2507.18071, §4.1, eq. 7): the $1/|o_i|$-th power of the sequence ratio,
 #   i.e. the geometric mean of the token ratios (D4).
 # - **Claim (common):** "DAPO's token-level loss averages over all tokens in the batch." **Correction:** that is
-#   what current `verl` (per mini-batch) and `trl`'s `dapo` (per generation batch) run, and not quite what the
-#   paper's own run did (`verl` at the recipe's commit: a token mean per micro-batch); DAPO's eq. 12 averages tokens
-#   per question and then questions (D5). The two differ
+#   what `trl`'s `dapo` (per generation batch) and `verl`'s opt-in model engine (per mini-batch,
+#   `trainer.use_legacy_worker_impl=disable`) run. The released DAPO recipe, and `verl` today with its default
+#   workers (`use_legacy_worker_impl=auto`, legacy `dp_actor.py`), take a token mean per micro-batch, weighted by the
+#   micro-batch's share $n_b/N$ of the answers; DAPO's eq. 12 averages tokens per question and then questions (D5). The two differ
 #   when questions' answers differ in total length. And "token-level loss" does not mean the same in DAPO and Dr.
 #   GRPO: Dr. GRPO divides by a constant generation budget (§3.2) and also removes the std, which DAPO keeps.
 # - **Claim (common):** "dynamic sampling makes training more efficient." **Correction:** it makes each *step*
@@ -1759,17 +1837,20 @@ for key, value in answers.items():
 #   Maj@K vs Pass@K). Code (models, evaluation): https://github.com/deepseek-ai/DeepSeek-Math
 # - Z. Liu, C. Chen, W. Li, P. Qi, T. Pang, C. Du, W. S. Lee, M. Lin. *Understanding R1-Zero-Like Training: A
 #   Critical Perspective.* arXiv:2503.20783, 2025. §3.1-3.2 (length and difficulty biases, Dr. GRPO).
-#   Code: https://github.com/sail-sg/understand-r1-zero
+#   Code: https://github.com/sail-sg/understand-r1-zero (`train_zero_math.py`: the constant normaliser and the advantage without std)
 # - Q. Yu, Z. Zhang, R. Zhu, et al. *DAPO: An Open-Source LLM Reinforcement Learning System at Scale.*
 #   arXiv:2503.14476 (v1), 2025. §2.4 (±1 reward), §3.1-3.4 (eqs. 10-13), §4.1, Table 1, Figure 1. Code:
-#   https://github.com/BytedTsinghua-SIA/DAPO (project page, data, weights); the training code is in `volcengine/verl`:
+#   https://github.com/BytedTsinghua-SIA/DAPO (project page, data, weights); the training code is in `volcengine/verl`
+#   (the recipe's commits below are on pull-request branches, #790 and #2090, not on `main`):
 #   `recipe/dapo/README.md` at [04f41b77](https://github.com/volcengine/verl/blob/04f41b77f4d0235d2ef7bada2d2ff6177b0dac23/recipe/dapo/README.md)
 #   (the token-level loss quote) and at [476a33ec](https://github.com/volcengine/verl/blob/476a33ec14269622c5b990389cd9462fe9a8cd22/recipe/dapo/README.md)
 #   (no overlong filtering in the best run),
 #   [`recipe/dapo/run_dapo_qwen2.5_32b.sh`](https://github.com/volcengine/verl/blob/03150d4fa825bcca1ec5c0a3f582cf6449148112/recipe/dapo/run_dapo_qwen2.5_32b.sh)
 #   and `verl/workers/actor/dp_actor.py` at 03150d4 (the per-micro-batch loss), `agg_loss` in `verl/trainer/ppo/core_algos.py` at
 #   [v0.4.0](https://github.com/volcengine/verl/blob/v0.4.0/verl/trainer/ppo/core_algos.py) and at
-#   [8ed5bafc](https://github.com/volcengine/verl/blob/8ed5bafc052bd8f172b8a4a0e777c028db1f48bd/verl/trainer/ppo/core_algos.py) (global token count).
+#   [8ed5bafc](https://github.com/volcengine/verl/blob/8ed5bafc052bd8f172b8a4a0e777c028db1f48bd/verl/trainer/ppo/core_algos.py) (global token count);
+#   `verl/trainer/main_ppo.py` at [b178a3cd](https://github.com/volcengine/verl/blob/b178a3cd56f58b2d502255daba591e92833930a7/verl/trainer/main_ppo.py)
+#   (the model engine only with `trainer.use_legacy_worker_impl=disable`).
 # - DeepSeek-AI. *DeepSeek-V3.2.* arXiv:2512.02556, 2025 (the importance-weighted KL that `trl` adopts).
 # - C. Zheng, S. Liu, M. Li, et al. *Group Sequence Policy Optimization.* arXiv:2507.18071, 2025. §4.1, eq. 7
 #   (the length-normalised sequence ratio; reading R8).
