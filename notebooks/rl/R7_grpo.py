@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 48
+#     cpu_seconds: 60
 #     id: R7
 #     papers:
 #     - arxiv: '2402.03300'
@@ -12,7 +12,7 @@
 #     - arxiv: '2503.14476'
 #       title: 'DAPO: An Open-Source LLM Reinforcement Learning System at Scale'
 #     part: rl
-#     peak_memory_mb: 705
+#     peak_memory_mb: 709
 #     prerequisites:
 #     - R4
 #     - R6
@@ -51,27 +51,27 @@
 # **Prerequisites:** [R4 · PPO](R4_ppo.ipynb) (clipped surrogate, advantages) ·
 # [R6 · DPO](R6_dpo.ipynb) (the reference policy and the KL to it)
 #
-# **CPU run time:** 48 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 60 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 705 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 709 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
 #
-# - **GRPO** (DeepSeekMath §4.1): PPO without a critic; advantage = reward minus the mean of the same question's $G$ answers, / their std; k3 KL in the loss.
-# - **Dr. GRPO** (2503.20783 §3) drops the $1/|o_i|$ and the std (length and difficulty biases); **DAPO** (2503.14476 §3) adds clip-higher, dynamic sampling, a token-level loss, overlong shaping.
-# - Every piece is derived beside its code and checked against `trl` 1.16's `GRPOTrainer`; the k3 loss has the gradient of the *forward* KL$(\pi_{\text{ref}}\|\pi_\theta)$.
-# - Toy, 15 variants x 8 replicates at 10,240 sampled answers: plain GRPO (β = 0) is as good as any; the loss changes are within noise; dynamic sampling and DAPO lose per answer, win per step; overlong shaping costs 52 points.
-# - Dropping $1/|o_i|$ shortens wrong answers slightly, as Dr. GRPO predicts; "RL raises Maj@K, not Pass@K" is **not** reproduced (Pass@64 rises too).
+# - **GRPO** (DeepSeekMath §4.1) is PPO with the critic replaced by each question's group-normalised reward.
+# - **Dr. GRPO** (2503.20783 §3) removes GRPO's $1/|o_i|$ and std; **DAPO** (2503.14476 §3) adds four tricks for long chains of thought.
+# - Every piece is derived beside its code and checked against `trl` 1.16; the k3 loss has the gradient of the *forward* KL.
+# - At a matched budget (15 variants x 8 replicates), plain GRPO with β = 0 is as good as any variant.
+# - The toy shows Dr. GRPO's length effect, small; it does **not** show "RL raises Maj@K, not Pass@K".
 
 # %% [markdown]
 # ## 中文速览
 #
-# - **GRPO**（DeepSeekMath §4.1）：没有价值模型的 PPO；优势 = 奖励减去同一道题 $G$ 个回答的均值、再除以其标准差；损失中加 k3 KL。
-# - **Dr. GRPO**（2503.20783 §3）去掉 $1/|o_i|$ 和标准差（长度偏差与难度偏差）；**DAPO**（2503.14476 §3）加入 clip-higher、动态采样、token 级损失、超长整形。
-# - 每一部分都在其代码旁推导，并与 `trl` 1.16 的 `GRPOTrainer` 对照；k3 作为损失时的梯度是**前向** KL$(\pi_{\text{ref}}\|\pi_\theta)$ 的梯度。
-# - 玩具任务，15 种变体 × 8 个重复，采样回答数同为 10,240：$\beta=0$ 的朴素 GRPO 不输于任何变体；损失改动都在噪声内；动态采样和 DAPO 按回答数落后、按步数领先；超长整形损失 52 个点。
-# - 去掉 $1/|o_i|$ 使错误回答略微变短，与 Dr. GRPO 的预测一致；"RL 提高 Maj@K 而不提高 Pass@K" **未**复现（Pass@64 也上升）。
+# - **GRPO**（DeepSeekMath §4.1）是用每道题的组内归一化奖励代替价值模型的 PPO。
+# - **Dr. GRPO**（2503.20783 §3）去掉 GRPO 的 $1/|o_i|$ 和标准差；**DAPO**（2503.14476 §3）为长思维链加入四项技巧。
+# - 每一部分都在其代码旁推导，并与 `trl` 1.16 对照；k3 作为损失时的梯度是**前向** KL 的梯度。
+# - 在相同预算下（15 种变体 × 8 个重复），$\beta=0$ 的朴素 GRPO 不输于任何变体。
+# - 玩具任务显示出 Dr. GRPO 的长度效应（很小）；**未**显示"RL 提高 Maj@K 而不提高 Pass@K"。
 
 # %% [markdown]
 # ## Setup
@@ -398,10 +398,16 @@ for eps_high in (0.2, 0.28):
 # answer's masked sum by `MAX_TOKENS` and averages over answers, $1/(G L_{\max})$ per group, and its caption adds
 # "Other constants also work with differences in gradient norm". The official code does the same
 # (`train_zero_math.py`: `masked_sum(..., constant_normalizer=args.generate_max_length)` for
-# `critic_type="drgrpo"`), as `trl`'s `dr_grpo` does with `max_completion_length`. Listing 1 and Table 2 also flag
-# open-source implementations (among them `trl` and `verl`) as length-biased: their `masked_mean` divides by
-# `mask.sum(axis=dim)`, a count of real tokens that depends on the answers' lengths, and with the sum over the whole
-# batch that is the per-batch token mean of the last two rows of the table (and of the toy's `dapo`); §3.2's fix is
+# `critic_type="drgrpo"`), as `trl`'s `dr_grpo` does with `max_completion_length`. The biased line Listing 1 corrects,
+# `masked_mean(..., dim=-1)` with `mask.sum(axis=dim)` in the denominator, is a mean over each answer's own tokens:
+# the table's GRPO row, with its $1/|o_i|$. `trl`'s code of that time was exactly that row,
+# `((per_token_loss * completion_mask).sum(dim=1) / completion_mask.sum(dim=1)).mean()`, before `trl` 0.16.0
+# switched to one token mean over the batch, `(per_token_loss * completion_mask).sum() / completion_mask.sum()`
+# ([trl pull request #3138](https://github.com/huggingface/trl/pull/3138) quotes both); `verl`'s
+# `masked_mean(pg_losses, eos_mask)`, with no `dim`, is the per-batch token mean of the last two rows (and of the
+# toy's `dapo`). A per-batch count has no per-answer length bias: within a batch every token gets the same weight
+# $1/\sum_{\text{batch}}|o_j|$. But that weight depends on the length of every answer in the unit: it weighs
+# questions by their answers' total length (below) and shrinks the step on batches of long answers. §3.2's fix is
 # the constant above.
 #
 # **DAPO eq. 12 normalises per question.** The paper writes the token-level loss inside the expectation over
@@ -684,16 +690,21 @@ print(f"vectorised vs loop: max error {error_bound(err_d9, 1e-12)}")
 # the reference update of iterative GRPO can be exercised (`GRPO β=0.04, iterative`, $\pi_{\text{ref}} \leftarrow
 # \pi_\theta$ every 20 steps); the training loop in the walkthrough follows this algorithm line by line.
 #
-# **Where GRPO sits among the other methods (DeepSeekMath §5.2.1, "Towards to a Unified Paradigm").** The paper
-# writes the gradient of SFT, RFT, online RFT, DPO, PPO and GRPO in one form,
+# **Where GRPO sits among the other methods (DeepSeekMath §5.2.1, "Towards to a Unified Paradigm"; Table 10;
+# the derivations in Appendix A.1).** The paper writes the gradient of SFT, RFT, online RFT, DPO, PPO and GRPO in
+# one form,
 # $\nabla_\theta\mathcal J_{\mathcal A} = \mathbb E_{(q,o)\sim\mathcal D}\big[\frac{1}{|o|}\sum_t GC_{\mathcal A}(q,o,t,\pi_{rf})\,\nabla_\theta\log\pi_\theta(o_t\mid q,o_{<t})\big]$,
-# and sorts them by three components: the data source $\mathcal D$, the reward function $\pi_{rf}$ and the gradient
-# coefficient $GC$. SFT uses human-selected data with $GC = 1$; RFT and DPO use offline samples from the SFT
-# model (RFT: $GC = 1$ for right answers, 0 otherwise; DPO: a sigmoid-weighted coefficient on the chosen/rejected
-# pair); online RFT, PPO and GRPO sample from the current policy. GRPO's coefficient is the group-normalised reward
-# plus the KL term, $GC = \hat A_{i,t} + \beta\big(\frac{\pi_{\text{ref}}}{\pi_\theta} - 1\big)$ (D1, D3): unlike
-# RFT it also pushes wrong answers down, and unlike DPO it learns from online data. The paper's experiments in
-# this frame (Figure 5) find online sampling better than offline, and GRPO better than online RFT.
+# and sorts them by three components: the data source $\mathcal D$, the reward function $\pi_{rf}$, and the
+# algorithm $\mathcal A$, which produces the gradient coefficient $GC$ from the data and the reward. Data: SFT uses
+# human-selected SFT data; RFT and DPO use offline samples from the SFT model; online RFT, PPO and GRPO sample
+# from the current policy. Reward (Table 10): a rule (the answer's correctness) for RFT, online RFT and DPO; a
+# model for PPO and GRPO. Coefficient: $GC = 1$ for SFT; for RFT and online RFT 1 for a right answer and 0
+# otherwise (eq. 10); for DPO a sigmoid-weighted coefficient on the chosen/rejected pair (eq. 14); for PPO the
+# advantage $A_t$, computed by GAE from a learned value model (eq. 18); for GRPO the group-normalised reward plus
+# the KL term, $GC = \hat A_{i,t} + \beta\big(\frac{\pi_{\text{ref}}}{\pi_\theta} - 1\big)$ (eq. 21; D1, D3):
+# unlike RFT it also pushes wrong answers down, unlike DPO it learns from online data, and unlike PPO it needs no
+# value model. The paper's experiments in this frame (Figure 5) find online sampling better than offline, and
+# GRPO better than online RFT.
 
 # %% [markdown]
 # ## Walkthrough
@@ -1308,7 +1319,11 @@ Qc, Gc = 16, 8
 theta_1 = runs[0]["theta"].view(len(CHECK_VARIANTS), -1)
 assert (theta_1 != 0).any(1).all(), "every check policy must move in step 1, or its step-2 check is vacuous"
 
+# %% [markdown]
+# The replay helper: a policy's batch recomputed from its tokens and targets alone (the loss mask from the first
+# EOS, each token's state row from the running digit sum capped at $s + 1$, right/wrong from the digit sum).
 
+# %%
 def replay_inputs(b, m):
     """Policy m's batch recomputed from its tokens and targets only: mask, state rows, right/wrong."""
     tok, tgt_idx = b["tok"][m], b["tgt"][m].repeat_interleave(Gc)  # (128, 10), (128,)
@@ -1323,6 +1338,11 @@ def replay_inputs(b, m):
     return tok, target, mask, rows, stopped, (stopped & (digits.sum(-1) == target)).double()
 
 
+# %% [markdown]
+# The replay itself, policy by policy and step by step, with `torch.optim.Adam` on a fresh table, and the
+# comparison of its parameters and logs with `train`'s.
+
+# %%
 step_errors, log_errors, kept_counts = {}, {}, []
 for m, name in enumerate(CHECK_VARIANTS):
     c = {**DEFAULT, **CHECK_VARIANTS[name]}
@@ -1706,6 +1726,24 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
+# **A probe of the group std under overlong shaping.** A separate run, on its own random stream (`gen_seed=1`) so
+# that the 15 variants above keep their draws: overlong shaping with and without the group std, 8 replicates each,
+# the same budget of 10,240 answers. Both arms share the stream, so they are compared with each other, not with the
+# control above.
+
+# %%
+probe_variants = {"overlong shaping": dict(pm1=True, shaping=True),
+                  "overlong shaping, no std": dict(pm1=True, shaping=True, std=False)}
+probe = train(probe_variants, SEEDS, gen_seed=1, progress=False)
+probe_final = probe["final"].view(len(probe_variants), n_s)
+for i, name in enumerate(probe_variants):
+    f = probe_final[i]
+    print(f"stream 1, {name:25s} {f.mean():.3f} ± {f.std():.3f} [{f.min():.2f}-{f.max():.2f}]")
+d_std = probe_final[1].mean() - probe_final[0].mean()
+se_std = (probe_final[1].var() / n_s + probe_final[0].var() / n_s).sqrt()
+print(f"no std minus with std: {d_std:+.3f} ± {se_std:.3f} (standard error of the difference of the two means)")
+
+# %% [markdown]
 # **Reading the results.** Every run has the same budget of 10,240 sampled answers; "vs control" is the difference
 # of the 8-replicate means with its standard error, so a difference inside about two standard errors is noise. The
 # accuracies at 5,120 answers are noisier still (the control's 0.76 is low against its neighbours). All variants
@@ -1750,11 +1788,11 @@ plt.show()
 #   penalties, so the whole advantage says "stop earlier": the policy learns to stop (wrong answers of 2.1 tokens,
 #   entropy 1.19 at 2,560 answers) before it learns to add, and short answers cannot reach large targets. Adding
 #   dynamic sampling, which filters on *accuracy* so that all-wrong groups never reach the loss, gives 0.920 (0.915
-#   for dynamic sampling alone). The group std makes it worse: in an all-wrong group it turns penalty differences
-#   of 0.25-1 into advantages of order 1. Measured outside this notebook (the same trainer, 5 variants x 8
-#   replicates, on this random stream and on a second one, `gen_seed=1`), overlong shaping without the std ends at
-#   0.542 / 0.556 against 0.451 / 0.495 with it: the std accounts for 6-9 of the 52 points, the length penalty
-#   acting on all-wrong groups for the rest. At DAPO's scale the buffer starts at 16,384 tokens, far above the
+#   for dynamic sampling alone). The group std may add to the harm: in an all-wrong group it turns penalty
+#   differences of 0.25-1 into advantages of order 1. The probe on a second stream measures it: without the std
+#   shaping ends at 0.568 ± 0.096, with it at 0.498 ± 0.100, a difference of +0.070 ± 0.049 (1.4 standard errors,
+#   not established with 8 replicates); either way most of the harm remains without the std, so it comes from the
+#   length penalty acting on all-wrong groups. At DAPO's scale the buffer starts at 16,384 tokens, far above the
 #   lengths a base model writes at the start of training, so the penalty only acts once answers have grown long.
 # - **Overlong filtering: harmless here** (−0.004 ± 0.011); truncated answers are no longer pushed down, so wrong
 #   answers are longer (7.54 tokens against 6.91).
@@ -1777,9 +1815,8 @@ plt.show()
 # two seeds would have concluded: for 9 of the 14 comparisons some pair of replicates reports a gain or loss of 2-5
 # points that 8 replicates do not support (IS-KL at −0.050, process supervision at +0.034, both token means at
 # +0.028 and +0.038), and one pair each of dynamic sampling (+0.001), DAPO (−0.001) and shaping + dynamic sampling
-# (−0.015) would have shown little or no cost. The main costs survive a second random stream: the same probe
-# (5 variants x 8 replicates, outside this notebook) gives, as difference from the control on stream 0 / stream 1,
-# overlong shaping −0.526 / −0.474, dynamic sampling −0.059 ± 0.013 / −0.032 ± 0.009 and DAPO −0.053 / −0.059.
+# (−0.015) would have shown little or no cost. All the results here come from one random stream (`gen_seed=0`);
+# the spread over 8 replicates is the only measure of their noise that this notebook reports.
 
 # %% [markdown]
 # **Maj@K vs Pass@K (DeepSeekMath §5.2.2, Figure 7).** The paper compares the Instruct and RL models at temperature
@@ -1953,7 +1990,7 @@ for key, value in answers.items():
 #   Maj@K vs Pass@K). Code (models, evaluation): https://github.com/deepseek-ai/DeepSeek-Math
 # - Z. Liu, C. Chen, W. Li, P. Qi, T. Pang, C. Du, W. S. Lee, M. Lin. *Understanding R1-Zero-Like Training: A
 #   Critical Perspective.* arXiv:2503.20783 (v2), 2025. §3.1-3.2 (length and difficulty biases, Dr. GRPO; Figure 1,
-#   Listing 1, Table 2).
+#   Listing 1).
 #   Code: https://github.com/sail-sg/understand-r1-zero (`train_zero_math.py`: the constant normaliser and the advantage without std)
 # - Q. Yu, Z. Zhang, R. Zhu, et al. *DAPO: An Open-Source LLM Reinforcement Learning System at Scale.*
 #   arXiv:2503.14476 (v1), 2025. §2.4 (±1 reward), §3.1-3.4 (eqs. 10-13), §4.1, Table 1, Figure 1. Code:
