@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 60
+#     cpu_seconds: 42
 #     id: F2
 #     papers:
 #     - arxiv: '2104.09864'
@@ -29,7 +29,7 @@
 #       title: The Llama 3 Herd of Models
 #       version: v3
 #     part: foundations
-#     peak_memory_mb: 909
+#     peak_memory_mb: 960
 #     prerequisites:
 #     - F1
 #     title: 'Positional encodings: sinusoidal to RoPE to long context'
@@ -78,9 +78,9 @@
 # **Prerequisites:** [F1 · The Transformer](F1_transformer.ipynb) (attention, the sinusoidal encoding).
 # **Next:** 2D RoPE and M-RoPE for images and video in [V6 · Qwen2-VL](../vlm/V6_qwen2_vl.ipynb).
 #
-# **CPU run time:** 60 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 42 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 909 MB
+# **Peak memory:** 960 MB
 
 # %% [markdown]
 # ## TL;DR
@@ -103,7 +103,7 @@
 #   degrades past `2L`–`4L` (0.58 and 0.72 at `8L`), YaRN beats it at `8L` (0.87 and 0.80) and beats PI,
 #   YaRN's temperature changes nothing, and ALiBi stays flat (0.95–0.97). PI's gain over vanilla (0.78 vs
 #   0.58 on 2x16, 0.74 vs 0.72 on 4x8), which NTK-aware `s` wins, and whether YaRN beats NTK-aware all
-#   depend on the head split (§Reproduction 2); on 4x8 YaRN's whole deficit to NTK-aware (0.80 vs 0.90)
+#   depend on the head split (§Reproduction 2); on 4x8 most of YaRN's deficit to NTK-aware (0.80 vs 0.90)
 #   is one slow pair that NTK-aware mildly extrapolates and YaRN compresses (a pair-swap ablation shows it).
 
 # %% [markdown]
@@ -124,7 +124,7 @@
 #   （`8L` 处 0.58 与 0.72）；`8L` 处 YaRN 优于原始 RoPE（0.87 与 0.80），也优于 PI；YaRN 的温度没有作用；ALiBi
 #   不随长度下降（0.95–0.97）。PI 相对原始 RoPE 的增益（2x16 上 0.78 对 0.58，4x8 上 0.74 对 0.72）、NTK-aware
 #   取哪个 `s` 更好、YaRN 是否优于 NTK-aware，都随头划分而变（见复现第 2 节）；4x8 上 YaRN 落后 NTK-aware
-#   （0.80 对 0.90）完全来自一个慢维度对：NTK-aware 对它轻度外推，YaRN 则把它压缩（交换该维度对的消融实验可见）。
+#   （0.80 对 0.90）大部分来自一个慢维度对：NTK-aware 对它轻度外推，YaRN 则把它压缩（交换该维度对的消融实验可见）。
 
 # %% [markdown]
 # ## Setup
@@ -789,7 +789,7 @@ for n, row in entropy.items():
 # The entropy rises by roughly `ln 2 ≈ 0.69` nats per doubling of `n` (0.65–0.84) for every recipe without
 # temperature: more keys compete. With YaRN's temperature it rises by less (+0.47, +0.59, +0.28), since
 # `√(1/t)` grows with `s`.
-# Interpolation adds to it (PI and YaRN's frequencies sit above vanilla: far keys now look closer), and
+# Interpolation adds to it (PI's and YaRN's entropies sit above vanilla's: their lower, interpolated frequencies make far keys look closer), and
 # YaRN's temperature pulls it back below vanilla, though not to the `n = L` value: eq. 22 was fitted to
 # perplexity, not to entropy. §Reproduction asks whether it helps on a trained toy.
 #
@@ -1353,7 +1353,7 @@ for fam in ROPE_FAMILIES:
 
 # %% [markdown]
 # **Where YaRN loses to NTK-aware on 4x8: one pair.** The 4x8 head has four pairs (wavelengths 6, 63, 628,
-# 6,283 tokens). At `s = 8` the code's rounded ramp keeps the fastest pair exactly, as NTK-aware does, and
+# 6,283 tokens). At `s = 8` the code's ramp, which starts at index max(i(β), 0) = 0, keeps the fastest pair exactly, as NTK-aware does, and
 # both divide the slowest by 8; they differ on pair 1 a little (0.56 vs 0.50) and on pair 2 (`λ = 628`, which
 # does not turn within `L = 64`) a lot: YaRN compresses it 8× like PI, NTK-aware only 4×, so at `T = 8L`
 # NTK-aware's pair 2 reaches 2.03× the angle range it saw in training. The ablation swaps pair 2 between the two recipes on
@@ -1512,12 +1512,12 @@ assert all(checks.values()), "this run is outside the expected ranges"
 #   barely helps 2x16's worst pair (2.47×) but halves the slowest pair's range in both. With one mild
 #   overshoot there is little to fix and the extra compression costs more than it saves.
 # - *YaRN vs NTK-aware*: YaRN is ahead on 2x16 (0.87 vs 0.84, +0.03 on 7 of 8) and clearly behind on 4x8
-#   (0.80 vs 0.90, −0.10 on all 8). It is not the fastest pair: the code's rounded ramp keeps it exactly
-#   (`θ'/θ = 1.00`) on both splits, as NTK-aware does. On 4x8 the whole gap is pair 2 (`λ = 628`, no full
+#   (0.80 vs 0.90, −0.10 on all 8). It is not the fastest pair: the code's ramp starts at index 0 and keeps it exactly
+#   (`θ'/θ = 1.00`) on both splits, as NTK-aware does. On 4x8 most of the gap is pair 2 (`λ = 628`, no full
 #   turn in `L = 64`): NTK-aware divides it by 4 only, so at `8L` it reaches 2.03× the angle range seen in
 #   training (mild extrapolation), while YaRN divides it by 8 like PI and stays inside. The pair-swap
 #   ablation above isolates it (without temperature): YaRN (0.79) with NTK's pair 2 scores 0.89 (+0.10 on
-#   all 8 seeds, the whole gap), NTK-aware (0.90) with YaRN's pair 2 0.83 (−0.07 on all 8). YaRN v2 §3.2 wants pairs with `λ ≥ L` to "only
+#   all 8 seeds, most of the 0.11 gap), NTK-aware (0.90) with YaRN's pair 2 0.83 (−0.07 on all 8). YaRN v2 §3.2 wants pairs with `λ ≥ L` to "only
 #   interpolate and avoid any extrapolation (unlike the previous "NTK-aware" method)"; on this toy, without
 #   fine-tuning, mild extrapolation of that pair beats its full compression, against that premise (the
 #   paper's argument is mainly about fine-tuning: §3.1 says fine-tuning with NTK-aware "yields inferior
@@ -1525,7 +1525,7 @@ assert all(checks.values()), "this run is outside the expected ranges"
 # - *The paper's eq. 18 ramp* instead of the code's: the code's ramp is slightly better on both splits
 #   (+0.05 on 6 of 8 seeds, +0.04 on 7 of 8, both within one standard deviation of the paired
 #   difference); on the 2x16 head eq. 18 also interpolates the fastest pair (θ'/θ = 0.38, Walkthrough §5)
-#   while the code's rounded ramp keeps it.
+#   while the code's ramp, clamped to start at index 0, keeps it.
 #
 # The paper's headline numbers are *with* fine-tuning (YaRN v2 §4, PI v2 §3; The problem), which this toy
 # does not reproduce.

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 60
+#     cpu_seconds: 29
 #     id: R7
 #     papers:
 #     - arxiv: '2402.03300'
@@ -12,7 +12,7 @@
 #     - arxiv: '2503.14476'
 #       title: 'DAPO: An Open-Source LLM Reinforcement Learning System at Scale'
 #     part: rl
-#     peak_memory_mb: 709
+#     peak_memory_mb: 704
 #     prerequisites:
 #     - R4
 #     - R6
@@ -51,9 +51,9 @@
 # **Prerequisites:** [R4 · PPO](R4_ppo.ipynb) (clipped surrogate, advantages) ·
 # [R6 · DPO](R6_dpo.ipynb) (the reference policy and the KL to it)
 #
-# **CPU run time:** 60 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 29 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 709 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 704 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR

@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 76
+#     cpu_seconds: 34
 #     id: V6
 #     papers:
 #     - arxiv: '2409.12191'
@@ -9,7 +9,7 @@
 #         at Any Resolution'
 #       version: v2
 #     part: vlm
-#     peak_memory_mb: 688
+#     peak_memory_mb: 677
 #     prerequisites:
 #     - F2
 #     - V1
@@ -42,9 +42,9 @@
 # **Prerequisites:** [F2 · Positional encodings](../foundations/F2_positional_encodings.ipynb) (RoPE, rotate-half
 # layout), [V1 · ViT](V1_vit.ipynb) (patches, the ViT block)
 #
-# **CPU run time:** 76 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 34 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 688 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 677 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
@@ -1258,7 +1258,7 @@ for h in (112, 480, 1080, 3024, 4000):
 # Between the limits the token count is proportional to the pixel count (slope 2 against the side), so a small
 # icon costs a few tokens and a document scan up to the cap, where a fixed budget spends the same on both. The
 # class defaults flatten at about 1230 tokens (just under the cap of 1280, since both sides are floored to
-# multiples of 28) from about a 1000-pixel-high photo on; the released limits follow the
+# multiples of 28) from about 870-900 px high on (the 1280-token cap; the shrink branch starts at 896 px); the released limits follow the
 # pixels up to 12.8 megapixels.
 #
 # **(b) The M-RoPE ids of 6.4, drawn** in the manner of the paper's Figure 3: one row per axis, one column per
