@@ -18,11 +18,13 @@ export PYTHONDONTWRITEBYTECODE := 1
 NOTEBOOK_FILES := $(wildcard notebooks/*/*.ipynb)
 LINTED := shared tools tests template.py $(wildcard notebooks/*/*.py)
 
-.PHONY: help venv lab test check lint contract mirrors catalogue data unit notebooks portable sync run new clean clean-all
+.PHONY: help venv lab test bench gpu-test check lint contract mirrors catalogue data unit notebooks portable sync run new clean clean-all
 
 help:
 	@echo "make lab     set up .venv if needed and open the course in JupyterLab"
 	@echo "make test    set up .venv if needed and run every check (what CI runs)"
+	@echo "make bench   on an NVIDIA GPU: the Triton kernels against their peers, to bench/results.json"
+	@echo "make gpu-test  on an NVIDIA GPU: the kernel tests at full size, compiled (not interpreted)"
 	@echo "make check   the fast checks: lint, contract, mirrors, catalogue, data manifest"
 	@echo "make unit    unit tests of shared/ and tools/"
 	@echo "make notebooks   re-run every notebook and compare with its stored outputs (nbval, strict)"
@@ -93,6 +95,17 @@ new: venv
 	@test -n "$(ID)" -a -n "$(PART)" -a -n "$(SLUG)" -a -n "$(TITLE)" || \
 		(echo 'usage: make new ID=V7 PART=vlm SLUG=qwen2_5_vl TITLE="Qwen2.5-VL"' && exit 2)
 	$(BIN)/python tools/new_reading.py --id "$(ID)" --part "$(PART)" --slug "$(SLUG)" --title "$(TITLE)"
+
+# GPU targets. BENCH_PY=python3 uses an interpreter that already has a CUDA build of torch and Triton
+# (a lent GPU machine); by default .venv, plus the bench extra (Liger-Kernel, a peer).
+BENCH_PY ?=
+bench:
+	@if [ -z "$(BENCH_PY)" ]; then $(MAKE) --no-print-directory venv && $(BIN)/python -m pip install --quiet -e '.[bench]'; fi
+	$(or $(BENCH_PY),$(BIN)/python) tools/bench.py
+
+gpu-test:
+	@if [ -z "$(BENCH_PY)" ]; then $(MAKE) --no-print-directory venv; fi
+	$(or $(BENCH_PY),$(BIN)/python) -m pytest -q tests/test_kernels_rope.py tests/test_kernels_rmsnorm.py tests/test_kernels_attention.py
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
