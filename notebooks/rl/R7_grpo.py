@@ -1,18 +1,21 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 29
+#     cpu_seconds: 30
 #     id: R7
 #     papers:
 #     - arxiv: '2402.03300'
 #       title: 'DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language
 #         Models'
+#       version: v3
 #     - arxiv: '2503.20783'
 #       title: 'Understanding R1-Zero-Like Training: A Critical Perspective'
+#       version: v2
 #     - arxiv: '2503.14476'
 #       title: 'DAPO: An Open-Source LLM Reinforcement Learning System at Scale'
+#       version: v1
 #     part: rl
-#     peak_memory_mb: 704
+#     peak_memory_mb: 846
 #     prerequisites:
 #     - R4
 #     - R6
@@ -40,38 +43,38 @@
 # Pushing the Limits of Mathematical Reasoning in Open Language Models*, 2024.
 # [arXiv:2402.03300](https://arxiv.org/abs/2402.03300) (v3; GRPO is §4.1) ·
 # Zichen Liu, Changyu Chen, Wenjun Li, Penghui Qi, et al. (Sea AI Lab, NUS, SMU), *Understanding R1-Zero-Like
-# Training: A Critical Perspective*, 2025. [arXiv:2503.20783](https://arxiv.org/abs/2503.20783) (v2; Dr. GRPO, §3) ·
+# Training: A Critical Perspective*, COLM 2025. [arXiv:2503.20783](https://arxiv.org/abs/2503.20783) (v2; Dr. GRPO, §3) ·
 # Qiying Yu, Zheng Zhang, Ruofei Zhu, et al. (ByteDance Seed, Tsinghua AIR, HKU), *DAPO: An Open-Source LLM
-# Reinforcement Learning System at Scale*, 2025. [arXiv:2503.14476](https://arxiv.org/abs/2503.14476) (v1)
+# Reinforcement Learning System at Scale*, NeurIPS 2025. [arXiv:2503.14476](https://arxiv.org/abs/2503.14476) (v1)
 #
 # **Official code:** [deepseek-ai/DeepSeek-Math](https://github.com/deepseek-ai/DeepSeek-Math) (models and
 # evaluation; no RL code) · [sail-sg/understand-r1-zero](https://github.com/sail-sg/understand-r1-zero) ·
 # [BytedTsinghua-SIA/DAPO](https://github.com/BytedTsinghua-SIA/DAPO) (project; its training code is `recipe/dapo` in [volcengine/verl](https://github.com/volcengine/verl))
 #
-# **Prerequisites:** [R4 · PPO](R4_ppo.ipynb) (clipped surrogate, advantages) ·
-# [R6 · DPO](R6_dpo.ipynb) (the reference policy and the KL to it)
+# **Prerequisites:** R4 · PPO (clipped surrogate, advantages) and R6 · DPO (the reference policy and the KL to
+# it), two readings of this part that are not yet in the course (the README lists the readings that are)
 #
-# **CPU run time:** 29 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 30 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 704 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 846 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
 #
 # - **GRPO** (DeepSeekMath §4.1) is PPO with the critic replaced by each question's group-normalised reward.
 # - **Dr. GRPO** (2503.20783 §3) removes GRPO's $1/|o_i|$ and std; **DAPO** (2503.14476 §3) adds four tricks for long chains of thought.
-# - Every piece is derived beside its code and checked against `trl` 1.16; the k3 loss has the gradient of the *forward* KL.
-# - At a matched budget (15 variants x 8 replicates), plain GRPO with β = 0 is as good as any variant.
-# - The toy shows Dr. GRPO's length effect, small; it does **not** show "RL raises Maj@K, not Pass@K".
+# - Every piece is derived beside its code and checked against `trl` 1.16 and Liger-Kernel; the k3 loss has the gradient of the *forward* KL.
+# - At a matched budget (15 variants x 8 replicates), plain GRPO with β = 0 ends as accurate as any variant, near the ceiling; mid-run, process supervision leads; dynamic sampling is ahead per step, as DAPO claims, but behind per generated answer.
+# - The toy shows Dr. GRPO's length effect, small; it does **not** show Dr. GRPO's accuracy gain (App. C), "RL raises Maj@K, not Pass@K" or "GRPO beats online RFT".
 
 # %% [markdown]
 # ## 中文速览
 #
 # - **GRPO**（DeepSeekMath §4.1）是用每道题的组内归一化奖励代替价值模型的 PPO。
 # - **Dr. GRPO**（2503.20783 §3）去掉 GRPO 的 $1/|o_i|$ 和标准差；**DAPO**（2503.14476 §3）为长思维链加入四项技巧。
-# - 每一部分都在其代码旁推导，并与 `trl` 1.16 对照；k3 作为损失时的梯度是**前向** KL 的梯度。
-# - 在相同预算下（15 种变体 × 8 个重复），$\beta=0$ 的朴素 GRPO 不输于任何变体。
-# - 玩具任务显示出 Dr. GRPO 的长度效应（很小）；**未**显示"RL 提高 Maj@K 而不提高 Pass@K"。
+# - 每一部分都在其代码旁推导，并与 `trl` 1.16 和 Liger-Kernel 对照；k3 作为损失时的梯度是**前向** KL 的梯度。
+# - 在相同预算下（15 种变体 × 8 个重复），$\beta=0$ 的朴素 GRPO 的最终准确率不输于任何变体（接近上限）；训练中途过程监督领先；动态采样按训练步数领先（与 DAPO 的说法一致），但按生成的回答数计则落后。
+# - 玩具任务显示出 Dr. GRPO 的长度效应（很小）；**未**显示 Dr. GRPO 的准确率提升（附录 C）、"RL 提高 Maj@K 而不提高 Pass@K"，也未显示"GRPO 优于在线 RFT"。
 
 # %% [markdown]
 # ## Setup
@@ -217,8 +220,11 @@ for scale in ("group", "none"):
 # constant: "Other constants also work with differences in gradient norm"). So Dr. GRPO's constant $1/(G L_{\max})$,
 # a $\pm1$ reward instead of 0/1 when the advantages are not divided by the std (it doubles every advantage), or a
 # batch-wide std that barely changes between steps, change the learning rate of SGD but (almost) nothing under Adam. What Adam cannot
-# undo is a weight that differs **between** questions or answers in the same batch: $1/\sigma_k$ and $1/|o_i|$. The
-# cell prints $1/\sigma_k$ for $G = 8$ and runs Adam on a loss and on 1000 times that loss.
+# undo is a weight that differs **between** questions or answers in the same batch: $1/\sigma_k$ and $1/|o_i|$. Two
+# limits to "constants do not matter": gradient-norm clipping, which Dr. GRPO uses at 1.0 (Appendix G, Table 6), acts
+# on the raw gradient, so a constant changes how often it binds; and a constant such as $1/(G \cdot 20{,}480)$ can
+# bring gradients near Adam's $\epsilon$, where the step does shrink (the toy clips nothing). The cell prints
+# $1/\sigma_k$ for $G = 8$ and runs Adam on a loss and on 1000 times that loss.
 
 # %%
 G8 = 8
@@ -273,7 +279,14 @@ print("Adam, loss vs 1000 x loss, after 50 steps: max |difference of the paramet
 #
 # the reverse-KL gradient (the last step uses $\sum_o \pi_\theta\nabla\log\pi_\theta = 0$). Both statements hold per
 # token with the prefix held fixed; the prefix distribution's own dependence on $\theta$ is not differentiated by
-# either form.
+# either form, so summed over an answer neither is the gradient of a KL between whole-sequence distributions.
+# DeepSeekMath's own derivation says the same of its loss: GRPO's gradient coefficient (Appendix A.1, eq. 21) is
+# $\hat A_{i,t} + \beta\big(\frac{\pi_{\text{ref}}}{\pi_\theta} - 1\big)$, and $\beta(x - 1)\nabla\log\pi_\theta$ is exactly
+# $-\beta\nabla\hat k_3$ above: the forward-KL direction. With `importance_sampling_level="sequence"`, `trl` multiplies
+# each token's $\hat k_3$ by the *sequence* ratio, whose gradient is $\frac{1}{|o|}\sum_s\nabla\log\pi_\theta(o_s)$ rather
+# than the token's own, and the reverse-KL property is lost; `trl`'s help text says so ("The unbiased reverse-KL
+# property holds for `importance_sampling_level='token'`; with 'sequence' a sequence-level weight is broadcast onto
+# the per-token KL", `grpo_config.py`).
 #
 # The cell checks this on a 5-outcome categorical $\pi_\theta = \mathrm{softmax}(\theta)$: the expected gradient of
 # each surrogate, computed exactly as $\sum_o \mathrm{sg}[\pi_\theta(o)]\,\nabla(\cdot)(o)$ (the sampling weights
@@ -330,7 +343,7 @@ print("MC mean of grad k3:", [round(v, 3) for v in g_mc.tolist()], "(compare wit
 # Both means estimate the reverse KL (0.316 here; the forward KL is 0.325); as gradients, plain $\hat k_3$ follows the forward KL and
 # $\rho\hat k_3$ the reverse one, and they point in visibly different directions. GRPO adds the term to the loss,
 # not to the reward as PPO-RLHF does (§4.1.1). Which one a trainer uses changes training: the reproduction below
-# runs both (`GRPO β=0.04` and `... IS-KL`).
+# runs both (`GRPO b=0.04 (k3)` and `... IS-KL (trl)`).
 #
 # **`trl` and the paper differ here, and both are "right" for a different objective.** DeepSeekMath's eq. 3 uses
 # plain $\hat k_3$, so the paper's GRPO follows the forward-KL gradient; `trl` 1.16 multiplies by $\rho$ by default
@@ -394,78 +407,101 @@ for eps_high in (0.2, 0.28):
 # $L_{\max}$ is a constant (irrelevant under Adam, D2). §3.2 states the change in words, "we propose to simply remove
 # the $1/|o_i|$ and std(...) normalization terms" from eq. 3, which leaves $\frac1G\sum_i\sum_t$ with no per-answer
 # normaliser (the formula is drawn in Figure 1, left); it adds that "we could replace the mask.sum(axis=dim) with a
-# constant value (e.g., generation budget) in the masked_mean function in listing 1". Listing 1 (§3.1) divides each
-# answer's masked sum by `MAX_TOKENS` and averages over answers, $1/(G L_{\max})$ per group, and its caption adds
-# "Other constants also work with differences in gradient norm". The official code does the same
+# constant value (e.g., generation budget) in the masked_mean function in listing 1".
+#
+# **Listing 1 (§3.1) shows two biased losses, not one.** Its caption: "Comparison between a typical open-source PPO
+# loss implementation that is biased (red) and our implementation (green)". One `masked_mean`, whose red line is
+# `return (tensor * mask).sum(axis=dim) / mask.sum(axis=dim)` and whose green line is
+# `return (tensor * mask).sum(axis=-1) / MAX_TOKENS`, is called in two ways:
+#
+# ```python
+# # per-response length normalization (e.g., OpenRLHF)
+# loss_variant1 = masked_mean(ppo_loss, response_mask, dim=-1).mean()
+# # OR per-batch length normalization (e.g., trl, verl)
+# loss_variant2 = masked_mean(ppo_loss, response_mask, dim=None).mean()
+# ```
+#
+# Variant 1 is the table's GRPO row (a mean over each answer's own tokens, $1/|o_i|$); variant 2 is one token mean
+# over the batch, the table's last row. The paper counts both as biased (its Table 2 marks the PPO losses of `trl`,
+# OpenRLHF, `verl`, SimpleRL-Zero and Open-Reasoner-Zero as not unbiased). The green line replaces either denominator
+# by a constant: each answer's sum divided by `MAX_TOKENS`, then the mean over answers, $1/(G L_{\max})$ per group
+# ("Other constants also work with differences in gradient norm"). The official code does the same
 # (`train_zero_math.py`: `masked_sum(..., constant_normalizer=args.generate_max_length)` for
-# `critic_type="drgrpo"`), as `trl`'s `dr_grpo` does with `max_completion_length`. The biased line Listing 1 corrects,
-# `masked_mean(..., dim=-1)` with `mask.sum(axis=dim)` in the denominator, is a mean over each answer's own tokens:
-# the table's GRPO row, with its $1/|o_i|$. `trl`'s code of that time was exactly that row,
-# `((per_token_loss * completion_mask).sum(dim=1) / completion_mask.sum(dim=1)).mean()`, before `trl` 0.16.0
-# switched to one token mean over the batch, `(per_token_loss * completion_mask).sum() / completion_mask.sum()`
-# ([trl pull request #3138](https://github.com/huggingface/trl/pull/3138) quotes both); `verl`'s
-# `masked_mean(pg_losses, eos_mask)`, with no `dim`, is the per-batch token mean of the last two rows (and of the
-# toy's `dapo`). A per-batch count has no per-answer length bias: within a batch every token gets the same weight
-# $1/\sum_{\text{batch}}|o_j|$. But that weight depends on the length of every answer in the unit: it weighs
-# questions by their answers' total length (below) and shrinks the step on batches of long answers. §3.2's fix is
-# the constant above.
+# `critic_type="drgrpo"`), as `trl`'s `dr_grpo` does with `max_completion_length`. Why variant 2 is biased although
+# within a batch every token gets the same weight $1/\sum_{\text{batch}}|o_j|$: that weight depends on the length of
+# every answer in the batch, so it shrinks the step on batches of long answers and weighs questions by their
+# answers' total length (below).
+#
+# `trl`'s GRPO loss has been both variants. It was variant 1 until
+# [pull request #2881](https://github.com/huggingface/trl/pull/2881) (opened 17 Feb 2025: "The current GRPO
+# implementation uses `per-sequence normalization`, this PR corrects this to be `global normalization`");
+# [issue #2995](https://github.com/huggingface/trl/issues/2995) (1 Mar 2025) quotes the resulting line,
+# `(per_token_loss * completion_mask).sum() / completion_mask.sum()`, and the maintainer traces it to #2881; then
+# [pull request #3256](https://github.com/huggingface/trl/pull/3256) (Apr 2025) made it a choice, `loss_type`. In
+# `trl` 1.16 (`grpo_trainer.py`, `_compute_loss`), `grpo` is variant 1, `bnpo` is variant 2 per micro-batch,
+# `dr_grpo` is the green line with `max_completion_length`, and the default, `dapo`, is one token mean over the
+# whole generation batch (`num_items_in_batch`).
 #
 # **DAPO eq. 12 normalises per question.** The paper writes the token-level loss inside the expectation over
 # $(q, a)$: $\mathbb E_{(q,a)\sim\mathcal D}\big[\frac{1}{\sum_{i=1}^{G}|o_i|}\sum_{i=1}^{G}\sum_{t=1}^{|o_i|}\cdots\big]$,
 # so each question's $G$ answers share one token mean and questions are then averaged with equal weight $1/n_q$.
-# DAPO's own code does not do that, and what it does has changed between `verl` versions:
+# DAPO's own code does not do that. The released recipe (`verl`, `recipe/dapo`, `use_token_level_loss=True`) takes a
+# token mean **per micro-batch**, scaled by the micro-batch's share $n_b/N$ of the mini-batch's answers (the table's
+# fourth row), and `verl` still does by default; `verl`'s opt-in model engine takes one token mean per mini-batch,
+# and `trl`'s `dapo` one per generation batch (the last row). The recipe's README reports that it reproduces the
+# paper: 52% on AIME 2024 for full DAPO and 50% without dynamic sampling. The evidence, commit by commit, is in the
+# note below.
+#
+# <details>
+# <summary><b>Provenance: which token mean <code>verl</code> computes, version by version</b> (click to open)</summary>
 #
 # - **The released recipe** (verl pull request #790; its commits, like the others cited here except 8ed5bafc, are on
-#   pull-request branches, not on `main`, so GitHub shows them as not belonging to any branch). The run script
+#   pull-request branches, not on `main`). The run script
 #   [`recipe/dapo/run_dapo_qwen2.5_32b.sh`](https://github.com/volcengine/verl/blob/03150d4fa825bcca1ec5c0a3f582cf6449148112/recipe/dapo/run_dapo_qwen2.5_32b.sh)
 #   (commit 03150d4, 27 Mar 2025) sets `use_token_level_loss=True`, which the recipe's
 #   [README](https://github.com/volcengine/verl/blob/04f41b77f4d0235d2ef7bada2d2ff6177b0dac23/recipe/dapo/README.md)
 #   (commit 04f41b77, 18 Mar 2025) documents as "mean the policy gradient loss across all the tokens in all the
-#   sequences in a batch" (`verl_F.masked_mean(pg_losses, eos_mask)`). But that line runs in
-#   `verl/workers/actor/dp_actor.py` **once per micro-batch on each GPU**: with `use_dynamic_bsz=True`, as the
-#   recipe sets, the micro-batch's token mean is scaled by its share of the mini-batch's answers,
-#   `len(data) / ppo_mini_batch_size` (without it, divided by the number of micro-batches), the gradients are
-#   accumulated and then averaged over the data-parallel GPUs. The result is a token mean **per micro-batch**,
-#   averaged over micro-batches with weights $n_b/N$, $N$ the answers in the mini-batch (the table's row): neither eq. 12's per-question mean nor
-#   one token mean over the batch. Micro-batches are packed by token count (`ppo_max_token_len_per_gpu`), and one
-#   optimizer step sees a mini-batch of 32 prompts x 16 answers (`train_prompt_mini_bsz=32`; 16 mini-batches per
-#   512-prompt batch). The recipe's README later reports that it reproduces the paper: 52% on AIME 2024 for full
-#   DAPO and 50% without dynamic sampling ("Reproduction Runs",
-#   [README at 476a33ec](https://github.com/volcengine/verl/blob/476a33ec14269622c5b990389cd9462fe9a8cd22/recipe/dapo/README.md)).
+#   sequences in a batch" (`verl_F.masked_mean(pg_losses, eos_mask)`). That line runs in
+#   `verl/workers/actor/dp_actor.py` once per micro-batch on each GPU: with `use_dynamic_bsz=True`, as the recipe
+#   sets, the micro-batch's token mean is scaled by `len(data) / ppo_mini_batch_size`, the gradients are accumulated
+#   and then averaged over the data-parallel GPUs. Micro-batches are packed by token count
+#   (`ppo_max_token_len_per_gpu`), and one optimizer step sees a mini-batch of 32 prompts x 16 answers
+#   (`train_prompt_mini_bsz=32`; 16 mini-batches per 512-prompt batch). The reproduction numbers are in "Reproduction
+#   Runs" of the [README at 476a33ec](https://github.com/volcengine/verl/blob/476a33ec14269622c5b990389cd9462fe9a8cd22/recipe/dapo/README.md).
 # - **`loss_agg_mode`.** On a parallel pull-request branch (commit 2ec29d99, 27 Mar 2025, whose README says "in a
 #   mini-batch"), `use_token_level_loss` became `loss_agg_mode="token-mean"`, implemented by `agg_loss` as
 #   `masked_mean(loss_mat, loss_mask)`
 #   ([`core_algos.py` at tag v0.4.0](https://github.com/volcengine/verl/blob/v0.4.0/verl/trainer/ppo/core_algos.py)),
 #   still called per micro-batch.
-# - **`verl`'s model engine (opt-in, Nov 2025 on).** With the model-engine workers, `agg_loss` divides by the whole
+# - **The model engine (opt-in, Nov 2025 on).** With the model-engine workers, `agg_loss` divides by the whole
 #   mini-batch's token count summed over the data-parallel GPUs, times `dp_size` to undo the gradient averaging
 #   ([`core_algos.py`](https://github.com/volcengine/verl/blob/8ed5bafc052bd8f172b8a4a0e777c028db1f48bd/verl/trainer/ppo/core_algos.py)
 #   `agg_loss`, fed by
 #   [`transformer_impl.py`](https://github.com/volcengine/verl/blob/8ed5bafc052bd8f172b8a4a0e777c028db1f48bd/verl/workers/engine/fsdp/transformer_impl.py)
-#   `forward_backward_batch`): one token mean per mini-batch, whatever the micro-batching. But these workers run
-#   only with `trainer.use_legacy_worker_impl=disable`; the default, `auto`, still loads the legacy
-#   `fsdp_workers.py` and `dp_actor.py` (`verl/trainer/main_ppo.py`, `add_actor_rollout_worker`, at
+#   `forward_backward_batch`). These workers run only with `trainer.use_legacy_worker_impl=disable`; the default,
+#   `auto`, still loads the legacy `fsdp_workers.py` and `dp_actor.py` (`verl/trainer/main_ppo.py`,
+#   `add_actor_rollout_worker`, at
 #   [b178a3cd](https://github.com/volcengine/verl/blob/b178a3cd56f58b2d502255daba591e92833930a7/verl/trainer/main_ppo.py),
 #   29 Jan 2026), which pass no global token count (`global_batch_info` is filled only by the engine's
 #   `verl/workers/utils/losses.py`) and so still take a token mean per micro-batch, scaled by
-#   `loss_scale_factor = response_mask.shape[0] / ppo_mini_batch_size`: **by default, current `verl` does what the
-#   recipe did.**
+#   `loss_scale_factor = response_mask.shape[0] / ppo_mini_batch_size`.
 # - **`trl` 1.16**'s `loss_type="dapo"` divides by `num_items_in_batch`, the token count of the whole generation
-#   batch gathered over all processes, rescaled to one optimizer step (`grpo_trainer.py`, `_compute_loss`): a
-#   token mean per generation batch; its `bnpo` is a token mean per micro-batch, divided by the accumulation steps.
+#   batch gathered over all processes, rescaled to one optimizer step (`grpo_trainer.py`, `_compute_loss`); its
+#   `bnpo` is a token mean per micro-batch, divided by the accumulation steps.
+#
+# </details>
 #
 # Per-batch and per-question normalisation agree when a batch holds one question, or when every question's
-# answers have the same total length; otherwise per-batch normalisation (any of the rows above, with "batch" the micro-, mini- or generation batch) gives question $q$ the weight
-# $\sum_{j\in q}|o_j| / \sum_{\text{batch}}|o_j|$ instead of $1/n_q$: questions with long answers count more. Which is
-# right? The equation is the paper's definition, and the released recipe, which runs the per-micro-batch form, is
-# reported to reproduce the paper's result (above);
-# the text of §3.3 motivates only the within-question effect ("longer sequences can have more influence on the
-# overall gradient update"), which both forms have. The differences fire only when questions in one
-# normalisation unit have answers of different total lengths; in the recipe a micro-batch, packed to at most
-# 8 x 22,528 tokens (`ppo_max_token_len_per_gpu` times the sequence-parallel size 8), holds a few dozen long
-# answers, so the run's weighting sat somewhere between the per-question and the per-mini-batch forms. This notebook implements `dapo` (one token mean per batch:
-# the toy has one batch per update and no micro-batches) and `dapo_per_question` (eq. 12 as written), and trains
-# both below; its `DAPO` recipe uses the per-batch form. `trl` 1.16's default `loss_type` is `"dapo"`.
+# answers have the same total length; otherwise per-batch normalisation (any of the rows above, with "batch" the
+# micro-, mini- or generation batch) gives question $q$ the weight $\sum_{j\in q}|o_j| / \sum_{\text{batch}}|o_j|$
+# instead of $1/n_q$: questions with long answers count more. The equation is the paper's definition, and the
+# released recipe, which runs the per-micro-batch form, is reported to reproduce the paper's result; the text of
+# §3.3 motivates only the within-question effect ("longer sequences can have more influence on the overall gradient
+# update"), which both forms have. In the recipe a micro-batch, packed to at most 8 x 22,528 tokens
+# (`ppo_max_token_len_per_gpu` times the sequence-parallel size 8), holds a few dozen long answers, so the run's
+# weighting sat somewhere between the per-question and the per-mini-batch forms. This notebook implements `dapo`
+# (one token mean per batch: the toy has one batch per update and no micro-batches) and `dapo_per_question` (eq. 12
+# as written), and trains both below; its `DAPO` recipe uses the per-batch form.
 #
 # The check of the table: two wrong answers ($\hat A = -1$) of 2 and 6 tokens in one question, and a second
 # question whose two answers have 1 token each.
@@ -530,10 +566,18 @@ def grpo_loss_from_scratch(logps, advantages, mask, old_logps=None, ref_logps=No
 # matters only next to another reward term: added to the length penalty below, $\pm1$ halves the penalty's weight
 # relative to correctness.
 #
-# **Overlong filtering** (§3.4, Table 1: 30 to 36): truncated answers "mask the loss"; `trl` calls it
-# `mask_truncated_completions`. A completion counts as truncated when its last token is neither EOS nor padding
+# **Overlong filtering** (§3.4, Table 1: 30 to 36) is a strategy "which masks the loss of truncated samples";
+# `trl` calls it `mask_truncated_completions`. A completion counts as truncated when its last token is neither EOS nor padding
 # (`grpo_trainer.py`, `_generate_and_score_completions`); its completion mask is zeroed, but its reward still
-# enters the group's mean and std, which are computed from all $G$ rewards.
+# enters the group's mean and std, which are computed from all $G$ rewards. **A version note.** The losses that
+# divide by `num_items_in_batch` (`dapo`, the default, `cispo` and `vespo`) need that count taken after the
+# masking, and `trl` 1.16.0 takes it there (`loss_mask.sum()`, just after the `mask_truncated_completions` block).
+# Earlier code counted the tokens before the masking: [issue #6369](https://github.com/huggingface/trl/issues/6369)
+# (July 2026) reports that the truncated tokens then stay in the denominator while leaving the numerator, which
+# dilutes the loss (its example: 25 real tokens over a count of 30, a loss about 17% too small), and
+# [pull request #6439](https://github.com/huggingface/trl/pull/6439) moved the count after the masking. The
+# difference fires only with `mask_truncated_completions=True` and one of those three losses; `grpo`, `bnpo` and
+# `dr_grpo` divide by the masked mask or by a constant.
 #
 # **Soft overlong punishment** (eq. 13), with a hard cap $L_{\max}$ and a buffer $L_{\text{cache}}$:
 #
@@ -704,7 +748,8 @@ print(f"vectorised vs loop: max error {error_bound(err_d9, 1e-12)}")
 # the KL term, $GC = \hat A_{i,t} + \beta\big(\frac{\pi_{\text{ref}}}{\pi_\theta} - 1\big)$ (eq. 21; D1, D3):
 # unlike RFT it also pushes wrong answers down, unlike DPO it learns from online data, and unlike PPO it needs no
 # value model. The paper's experiments in this frame (Figure 5) find online sampling better than offline, and
-# GRPO better than online RFT.
+# GRPO better than online RFT; the toy runs the second comparison (online RFT is the advantage $GC = r \in \{0, 1\}$,
+# `rft=True`) in the second run of the Reproduction.
 
 # %% [markdown]
 # ## Walkthrough
@@ -726,7 +771,7 @@ print(f"vectorised vs loop: max error {error_bound(err_d9, 1e-12)}")
 # one row of 10 logits per (target, running sum) state, running sums $0..s+1$ for target $s$ ($s + 1$ = overshot,
 # a dead end). The running sum is a sufficient statistic for this task, so the table can represent the optimal
 # policy; it has $\sum_{s=5}^{30}(s + 2) = 507$ states, $5{,}070$ logits, all trained, and starts at zero, i.e. uniform, so every run starts with per-token entropy
-# exactly $\ln 10 = 2.303$ and about 1% of answers right. GRPO only needs $\log\pi_\theta$ of the sampled tokens,
+# exactly $\ln 10 = 2.303$ and about 1.4% of answers right (computed exactly below). GRPO only needs $\log\pi_\theta$ of the sampled tokens,
 # so any autoregressive model would do; this one is cheap enough for 120 runs.
 #
 # `sample` draws tokens for a stack of policies from one cumulative-probability table `cdf` of shape
@@ -776,6 +821,14 @@ for j in range(3):
           f"{mask_demo[0, j].int().tolist()}, digit sum {(tok_demo[0, j] * mask_demo[0, j]).sum().item()}, state sum "
           f"{sum_demo[0, j].item()}, stopped {stop_demo[0, j].item()}")
 print("P(answer reaches 7+ tokens) for the uniform policy = 0.9**6 =", round(0.9**6, 3))
+ways = torch.zeros(L_GEN, 9 * L_GEN + 1)  # ways[k, s]: the number of k-digit strings (digits 1-9) with digit sum s
+ways[0, 0] = 1
+for k in range(1, L_GEN):
+    for d in range(1, 10):
+        ways[k, d:] += ways[k - 1, :-d]
+p_right = sum(ways[k, TARGETS] * 0.1 ** (k + 1) for k in range(1, L_GEN))  # (26,) k digits, then EOS
+print(f"uniform policy, exact share of right answers: {p_right.mean():.2%} averaged over the 26 targets "
+      f"(target 5: {p_right[0]:.2%}, target 30: {p_right[-1]:.3%})")
 
 # %% [markdown]
 # ### W2. Rewards, advantages and the loss for the whole stack
@@ -818,6 +871,36 @@ def oracle_step_rewards(tokens, mask, target, stopped, total):
     right = (stopped & (total == target))[..., None].expand_as(tokens)
     return torch.where(tokens == EOS, right, reachable).to(torch.get_default_dtype())
 
+
+# %% [markdown]
+# A tiny example of both. `batched_loss` on a stack of 2 policies that see the same on-policy batch of one
+# question with 2 answers (a right one of 1 token, $\hat A = +1$; a wrong one of 3 tokens, $\hat A = -1$), policy 0
+# with eq. 3's aggregation and policy 1 with the per-batch token mean; printed, $\partial L/\partial\log\pi$ of each
+# real token (D5's weights: $\mp 1/(G|o_i|)$ against $\mp 1/\sum|o_j|$). Then the process reward of three answers to
+# the target 12: "9 3" (right), "9 9" (overshoots at its second digit) and "5" (stops short).
+
+# %%
+cfg_w2 = dict(beta=torch.zeros(2), kl_ratio=torch.zeros(2, dtype=torch.bool), eps_high=torch.full((2,), 0.2),
+              agg=torch.tensor([0, 2]))  # policy 0: grpo, policy 1: dapo (per batch)
+lp_w2 = torch.log(torch.tensor([[0.5, 1.0, 1.0], [0.2, 0.4, 0.5]])).expand(2, 2, 3).clone().requires_grad_(True)
+lmask_w2 = torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 1.0]]).expand(2, 2, 3)  # (M, B, T): lengths 1 and 3
+adv_w2 = torch.tensor([1.0, -1.0])[None, :, None].expand(2, 2, 3)  # one advantage per answer
+loss_w2 = batched_loss(lp_w2, lp_w2.detach(), lp_w2.detach(), adv_w2, lmask_w2, torch.ones(2, 1, dtype=torch.bool),
+                       cfg_w2, G=2)  # (M,)
+(grad_w2,) = torch.autograd.grad(loss_w2.sum(), lp_w2)
+for m, label in enumerate(("grpo", "dapo (per batch)")):
+    print(f"policy {m}, {label:16s}: loss {loss_w2[m].item():+.3f}; d loss / d log pi: right answer "
+          f"{grad_w2[m, 0, 0].item():+.3f}, wrong answer {[round(v, 3) for v in grad_w2[m, 1].tolist()]}")
+tok_w2 = torch.zeros(1, 3, L_GEN, dtype=torch.long)  # (m, B, T), EOS = 0 after the digits
+tok_w2[0, 0, :2], tok_w2[0, 1, :2], tok_w2[0, 2, :1] = torch.tensor([9, 3]), torch.tensor([9, 9]), torch.tensor([5])
+len_w2 = torch.tensor([3, 3, 2])  # digits + EOS
+mask_w2 = (torch.arange(L_GEN) < len_w2[:, None])[None]  # (1, 3, L_GEN)
+total_w2 = torch.minimum((tok_w2 * mask_w2).sum(-1), torch.tensor(13))  # the running sum, capped at s + 1
+steps_w2 = oracle_step_rewards(tok_w2, mask_w2, torch.full((1, 3), 12), torch.ones(1, 3, dtype=torch.bool), total_w2)
+for i in range(3):
+    n = int(len_w2[i])
+    print(f"target 12, tokens {tok_w2[0, i, :n].tolist()} (0 = EOS): step rewards {steps_w2[0, i, :n].int().tolist()}")
+
 # %% [markdown]
 # ### W3. Adam for a stack of policies
 #
@@ -852,6 +935,21 @@ def adam_step(theta, grad, state, active, lr, betas=(0.9, 0.999), eps=1e-8):
 
 
 # %% [markdown]
+# A tiny example: one step for a stack of 2 policies, the second out of budget. Adam's first step is
+# $\mathrm{lr}\cdot g/(|g| + \epsilon)$ (the bias-corrected moments are $g$ and $g^2$), so policy 0 moves by
+# $-0.1\,\mathrm{sign}(g)$ in every logit; policy 1 must not move, and its step count stays 0.
+
+# %%
+theta_w3 = torch.zeros(2 * STATES, VOCAB)  # (M * STATES, VOCAB)
+grad_w3 = torch.randn(2 * STATES, VOCAB, generator=torch.Generator().manual_seed(0))
+state_w3 = dict(m=torch.zeros_like(theta_w3), v=torch.zeros_like(theta_w3), t=torch.zeros(2))
+theta_w3 = adam_step(theta_w3, grad_w3, state_w3, torch.tensor([True, False]), lr=0.1)
+print(f"step counts {state_w3['t'].tolist()}; policy 0: max |theta + 0.1 sign(g)| "
+      f"{error_bound((theta_w3[:STATES] + 0.1 * grad_w3[:STATES].sign()).abs().max().item(), 1e-6)}; policy 1 "
+      f"moved {theta_w3[STATES:].abs().max().item():.1f}, its moments {state_w3['v'][STATES:].abs().max().item():.1f}")
+
+
+# %% [markdown]
 # ### W4. The training loop (Algorithm 1) in four pieces
 #
 # One call trains every variant x replicate. Per step, for every policy still within its budget of sampled
@@ -870,7 +968,7 @@ def adam_step(theta, grad, state, active, lr, betas=(0.9, 0.999), eps=1e-8):
 
 # %%
 DEFAULT = dict(beta=0.0, kl_ratio=False, ref_every=0, std=True, agg=0, eps_high=0.2, pm1=False, shaping=False,
-               filt=False, dyn=False, process=False)
+               l_cache=L_CACHE, filt=False, dyn=False, process=False, rft=False)
 
 
 def draw_batch(cdf, cfg, active, used, tokens_used, gen, Q, G, max_rounds, logs, step):
@@ -930,10 +1028,11 @@ def rewards_advantages_masks(b, cfg, active, G):
     right = (stopped & (total == target)).double()
     length = mask.sum(-1).double()
     reward = torch.where(cfg["pm1"][:, None], 2 * right - 1, right)  # DAPO's +-1 reward (§2.4)
-    reward = reward + cfg["shaping"][:, None] * overlong_penalty(length, L_GEN, L_CACHE)  # eq. 13
+    reward = reward + cfg["shaping"][:, None] * overlong_penalty(length, L_GEN, cfg["l_cache"][:, None])  # eq. 13
     grouped = reward.view(M, -1, G)  # (M, Q, G)
     centred = grouped - grouped.mean(-1, keepdim=True)  # the group baseline (D1)
     adv = torch.where(cfg["std"][:, None, None], centred / (grouped.std(-1, keepdim=True) + 1e-4), centred)
+    adv = torch.where(cfg["rft"][:, None, None], grouped, adv)  # online RFT: GC = 1 if right, else 0 (eq. 10)
     adv = adv.view(M, B, 1).expand(M, B, T)
     if cfg["process"].any():  # D9, every token a step
         step_r = oracle_step_rewards(tok, mask, target, stopped, total)
@@ -982,6 +1081,45 @@ def update(theta, adam, ref_logp_table, b, adv, lmask, cfg, active, mu, lr, G, l
         clip = clip_fraction(torch.exp(logp.detach() - old), adv, lmask, cfg["eps_high"][:, None, None])
         logs["clip"][step] = torch.where(active, clip, math.nan)
     return theta
+
+
+# %% [markdown]
+# A tiny example of (a)-(c) together: a stack of 2 policies, both starting from a table that gives the right next
+# token probability 0.6 (so that groups have signal), the control and Dr. GRPO with DAPO's ±1 reward and overlong
+# shaping; $Q = 2$ questions x $G = 4$ answers each, one round. Printed, for each policy's first group: the
+# answers' tokens (up to EOS), right or wrong, length, advantage and loss mask; then the logs of $\mu = 4$ updates
+# and how far the logits moved. With the std, the group's advantages have unit (unbiased) variance; Dr. GRPO's are
+# only centred ±1 rewards, and the length penalty of eq. 13 (answers of 7 tokens or more; −0.5 for 8 tokens) makes
+# the long wrong answer the most negative.
+
+# %%
+row_tgt = torch.repeat_interleave(torch.arange(N_TGT), TARGETS + 2)  # target index of each of the 507 rows
+row_sum = torch.arange(STATES) - OFFSET[row_tgt]  # running digit sum of each row (s + 1 = overshot)
+guided = torch.zeros(STATES, VOCAB)  # the right next token (the rest of the target, at most 9; EOS once there)
+right_tok = torch.where(row_sum < TARGETS[row_tgt], (TARGETS[row_tgt] - row_sum).clamp(max=9), EOS)
+guided[torch.arange(STATES), right_tok] = math.log(13.5)  # probability 13.5 / (13.5 + 9) = 0.6 for the right token
+demo_w4 = {"control": dict(), "Dr. GRPO, +-1 & shaping": dict(std=False, agg=1, pm1=True, shaping=True)}
+cfg_w4 = {k: torch.tensor([{**DEFAULT, **v}[k] for v in demo_w4.values()]) for k in DEFAULT}
+theta_w4 = guided.repeat(2, 1)  # (2 * STATES, VOCAB)
+logs_w4 = {k: torch.full((1, 2), math.nan) for k in ("no_signal", "len_wrong", "len_right", "entropy", "kl", "clip")}
+active_w4, used_w4, tokens_w4 = torch.ones(2, dtype=torch.bool), torch.zeros(2), torch.zeros(2)
+b_w4 = draw_batch(table_cdf(theta_w4), cfg_w4, active_w4, used_w4, tokens_w4, torch.Generator().manual_seed(2),
+                  2, 4, 1, logs_w4, 0)  # (a): Q = 2, G = 4, one round
+adv_w4, lmask_w4 = rewards_advantages_masks(b_w4, cfg_w4, active_w4, 4)  # (b): (M, Q*G, T) each
+right_w4 = b_w4["stopped"] & (b_w4["total"] == TARGETS[b_w4["tgt"]].repeat_interleave(4, 1))  # (M, Q*G)
+for m, name in enumerate(demo_w4):
+    print(f"{name}: target {TARGETS[b_w4['tgt'][m, 0]].item()}")
+    for i in range(4):
+        n = int(b_w4["mask"][m, i].sum())
+        print(f"  tokens {str(b_w4['tok'][m, i, :n].tolist()):28s} {'right' if right_w4[m, i] else 'wrong'}, "
+              f"{n} tokens, advantage {adv_w4[m, i, 0].item():+.3f}, loss mask {lmask_w4[m, i].int().tolist()}")
+adam_w4 = dict(m=torch.zeros_like(theta_w4), v=torch.zeros_like(theta_w4), t=torch.zeros(2))
+theta_w4_new = update(theta_w4, adam_w4, torch.log_softmax(theta_w4, -1), b_w4, adv_w4, lmask_w4, cfg_w4, active_w4,
+                      4, 0.1, 4, logs_w4, 0)  # (c): mu = 4, lr = 0.1; pi_ref = the starting table
+print(f"answers drawn {used_w4.tolist()}, tokens {tokens_w4.tolist()}; after 4 updates: "
+      + "; ".join(f"{name}: entropy of pi_old {logs_w4['entropy'][0, m]:.3f}, clip fraction {logs_w4['clip'][0, m]:.3f}, "
+                  f"logits moved up to {(theta_w4_new - theta_w4).view(2, -1)[m].abs().max():.2f}"
+                  for m, name in enumerate(demo_w4)))
 
 
 # %% [markdown]
@@ -1043,7 +1181,7 @@ def train(variants, seeds, steps=80, Q=16, G=8, mu=4, lr=0.1, ckpt=1280, max_rou
 # %% [markdown]
 # ## Check against a reference
 #
-# Seven checks, each between two independent computations:
+# Eight checks, each between two independent computations:
 #
 # 1. **`trl` 1.16.0's `GRPOTrainer._compute_loss`, directly.** A `GRPOTrainer` is built offline from a 1-layer
 #    Llama with a 13-token character vocabulary (as `tests/test_policy_losses.py` does); its
@@ -1053,19 +1191,23 @@ def train(variants, seeds, steps=80, Q=16, G=8, mu=4, lr=0.1, ckpt=1280, max_rou
 #    batch is split), token and sequence ratios, $\beta = 0$, and $\beta = 0.04$ with and without
 #    `use_bias_correction_kl`, on an off-policy batch that hits both clip bounds; and the metrics `trl` logs
 #    (`clip_ratio/region_mean`, `kl`) against the functions the trainer above logs them with (`clip_fraction`, `token_mean`).
-# 2. **`trl`'s `mask_truncated_completions`**, run through `trl`'s own `_generate_and_score_completions` (tiny
-#    generation on CPU), against `overlong_filter`; and `trl.rewards.get_soft_overlong_punishment` against
-#    `overlong_penalty`.
-# 3. **The course's `shared.policy_losses`** (tested against `trl` in `tests/`) against the from-scratch pieces.
-# 4. **The stacked trainer's `batched_loss`** against `grpo_loss_from_scratch`, policy by policy, for all four
+# 2. **`trl`'s group advantages and `mask_truncated_completions`**, run through `trl`'s own
+#    `_generate_and_score_completions` (tiny generation on CPU), against `advantages_from_scratch` for
+#    `scale_rewards` group, batch and none, and against `overlong_filter`; and
+#    `trl.rewards.get_soft_overlong_punishment` against `overlong_penalty`.
+# 3. **Liger-Kernel's `LigerFusedLinearGRPOLoss`** (`liger_kernel.chunked_loss`, 0.8.5, on CPU), a second
+#    implementation that takes the hidden states and the LM head instead of log-probs, for the same four loss types,
+#    token and sequence ratios, with and without the ratio-weighted KL.
+# 4. **The course's `shared.policy_losses`** (tested against `trl` in `tests/`) against the from-scratch pieces.
+# 5. **The stacked trainer's `batched_loss`** against `grpo_loss_from_scratch`, policy by policy, for all four
 #    aggregations, value and gradient; and `first_informative` against `dynamic_sampling_readable`.
-# 5. **`adam_step`** against `torch.optim.Adam` on one policy of the stack (the others frozen).
-# 6. **Three whole `train` steps** (sampling, dynamic sampling, rewards, outcome and process advantages, masks,
+# 6. **`adam_step`** against `torch.optim.Adam` on one policy of the stack (the others frozen).
+# 7. **Three whole `train` steps** (sampling, dynamic sampling, rewards, outcome and process advantages, masks,
 #    4 updates each, the KL to a reference that differs from $\pi_{\text{old}}$, the iterative reset on its
-#    schedule) for four policies, replayed from their tokens alone with the single-batch from-scratch pieces and
-#    `torch.optim.Adam`; and every logged quantity (clip fraction, k3, entropy, lengths, no-signal share)
-#    recomputed from the replay.
-# 7. **`evaluate`** against right/wrong recomputed from the sampled tokens, and **dynamic sampling's budget**
+#    schedule, online RFT's advantages, a per-policy shaping buffer) for five policies, replayed from their tokens
+#    alone with the single-batch from-scratch pieces and `torch.optim.Adam`; and every logged quantity (clip
+#    fraction, k3, entropy, lengths, no-signal share) recomputed from the replay.
+# 8. **`evaluate`** against right/wrong recomputed from the sampled tokens, and **dynamic sampling's budget**
 #    (`used`, `tokens_used`, the kept groups) against a readable replay of its rounds.
 #
 # (D3's KL gradients and D9's process advantages were checked above, against autograd of the exact KLs and the
@@ -1081,6 +1223,11 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from trl import GRPOConfig, GRPOTrainer
 from trl.rewards import get_soft_overlong_punishment
 
+
+def reward_trl(completions, **kw):  # a reward with ties and spread, for the advantage check: odd digits, mod 3
+    return [float(sum(ch in "13579" for ch in c) % 3) for c in completions]
+
+
 chars = ["<eos>", "<unk>", *"0123456789+"]  # 13 tokens; EOS doubles as padding
 tok_trl = Tokenizer(models.WordLevel(vocab={c: i for i, c in enumerate(chars)}, unk_token="<unk>"))
 tok_trl.pre_tokenizer = pre_tokenizers.Split("", behavior="isolated")  # one token per character
@@ -1093,7 +1240,7 @@ B_T, G_T, T_T = 8, 4, 6  # 2 prompts x 4 generations, completion length 6
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # transformers' and trl's notices about a config this small
     trainer = GRPOTrainer(
-        model=llama, reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+        model=llama, reward_funcs=reward_trl,
         args=GRPOConfig(output_dir=tempfile.mkdtemp(), report_to="none", use_cpu=True,
                         per_device_train_batch_size=B_T, num_generations=G_T, max_completion_length=T_T,
                         beta=0.0, logging_strategy="no", save_strategy="no"),
@@ -1154,17 +1301,33 @@ print(f"vs trl GRPOTrainer._compute_loss: {len(trl_errors)} loss and gradient co
 # %% [markdown]
 # `trl`'s `bnpo` and `dapo` are the same token mean when `num_items_in_batch` is this batch's token count; `dapo`
 # divides by the whole generation batch's, so it matches `aggregate_from_scratch(..., "dapo", n_tokens=...)` (per
-# batch, as `verl`), not eq. 12's per-question mean (D5). Next, overlong filtering through `trl`'s generation path:
-# 16 completions of at most 6 tokens from the random tiny model, some stopped and some truncated.
+# batch, as `verl`), not eq. 12's per-question mean (D5). Next, `trl`'s generation path: 16 completions (4 prompts x
+# 4) of at most 6 tokens from the random tiny model, some stopped and some truncated, scored by a reward with ties
+# (the number of odd digits, mod 3). `trl` computes the group advantages inside `_generate_and_score_completions`
+# (there is no standalone function for them in 1.16), so the check runs that method once per `scale_rewards`
+# setting and compares its `advantages` with `advantages_from_scratch` (D1) on the rewards recomputed from the
+# decoded completions; then the same completions' loss mask with `overlong_filter`.
 
 # %%
 del trainer._get_per_token_logps_and_entropies  # back to trl's real forward pass
 trainer.mask_truncated_completions, trainer.beta = True, 0.0
-torch.manual_seed(3)
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    gen_out = trainer._generate_and_score_completions([{"prompt": p} for p in ["1+2", "3+4", "5+6", "7+8"] for _ in range(G_T)])
+adv_errors, gen_outs = {}, {}
+for scale in ("group", "batch", "none"):  # trl's scale_rewards: the group std (GRPO), one batch std, none (Dr. GRPO)
+    trainer.scale_rewards = scale
+    torch.manual_seed(3)  # the same 16 completions each time
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gen_outs[scale] = trainer._generate_and_score_completions(
+            [{"prompt": p} for p in ["1+2", "3+4", "5+6", "7+8"] for _ in range(G_T)])
+    texts_trl = tokenizer.batch_decode(gen_outs[scale]["completion_ids"], skip_special_tokens=True)
+    rewards_trl = torch.tensor(reward_trl(texts_trl))  # (16,) recomputed from the decoded completions
+    adv_errors[scale] = assert_close(advantages_from_scratch(rewards_trl, G_T, scale), gen_outs[scale]["advantages"],
+                                     atol=1e-12, name=f"advantages vs trl, scale_rewards={scale}")
+gen_out = gen_outs["group"]
 ids_trl = gen_out["completion_ids"]  # (16, <= 6), padded with EOS
+assert all(torch.equal(g["completion_ids"], ids_trl) for g in gen_outs.values())
+n_tied = (rewards_trl.view(-1, G_T).std(1) == 0).sum().item()  # groups whose rewards are all equal
+assert 0 < n_tied < len(rewards_trl) // G_T, "the advantage check needs tied groups and groups with spread"
 is_eos = ids_trl == tokenizer.eos_token_id
 first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), ids_trl.shape[1])
 raw_mask = (torch.arange(ids_trl.shape[1])[None] <= first_eos[:, None]).long()  # up to and including EOS
@@ -1176,8 +1339,87 @@ trl_penalty = get_soft_overlong_punishment(max_completion_len=20, soft_punish_ca
 lens = torch.arange(10, 26)
 err_pen = assert_close(overlong_penalty(lens.double(), 20, 4), torch.tensor(trl_penalty([[0] * int(n) for n in lens])),
                        atol=1e-12, name="overlong penalty vs trl")
+print(f"group advantages vs trl's _generate_and_score_completions, scale_rewards group / batch / none: largest "
+      f"error {error_bound(max(adv_errors.values()), 1e-12)} (rewards {rewards_trl.view(-1, G_T).int().tolist()}, "
+      f"{n_tied} group(s) all equal)")
 print(f"overlong filtering vs trl: exact (both stopped and truncated completions present); soft overlong "
       f"punishment vs trl: {error_bound(err_pen, 1e-12)}")
+
+# %% [markdown]
+# **Liger-Kernel.** `LigerFusedLinearGRPOLoss` fuses the LM head into the loss: it takes the last hidden states and
+# the head's weight, computes the sampled tokens' log-probs chunk by chunk (here `chunk_size=3` rows,
+# `compiled=False` on CPU) and returns the loss, so the comparison covers the gradients with respect to the hidden
+# states and the head, through the log-softmax. Same batch shape, ragged lengths and clip bounds as the `trl`
+# check, off-policy, for `grpo`, `bnpo`, `dr_grpo` and `dapo` (with a `num_items_in_batch` larger than this batch's
+# tokens): token-level and sequence-level ratios, each with β = 0.04 and the KL with and without the ratio
+# (`use_bias_correction_kl`; at sequence level the ratio that weights the KL is the answer's, D3), and
+# sequence-level ratios with β = 0. Liger-Kernel is a pure-Python package that requires Triton, and Triton
+# publishes wheels for Linux only (x86_64 and aarch64), so the course installs both on Linux and the cell skips
+# on macOS and Windows. One default differs:
+# Liger's `use_bias_correction_kl` is False, `trl` 1.16's is True, so the same flag name gives plain $\hat k_3$ in
+# one library and $\rho\hat k_3$ in the other (D3). The last line measures what that changes on-policy, with zero
+# advantages so that only the KL term pulls: the same loss value (the ratio is 1) and a different gradient. (`trl`
+# 1.16 no longer routes its GRPO loss through Liger: `use_liger_kernel` is deprecated in `grpo_trainer.py`.)
+
+# %%
+import importlib.util
+
+if importlib.util.find_spec("liger_kernel") is None:
+    print("liger_kernel is not installed (it requires Triton, whose wheels are Linux-only): the Liger check is skipped")
+else:
+    from liger_kernel.chunked_loss import LigerFusedLinearGRPOLoss
+
+    g_l = torch.Generator().manual_seed(4)
+    B_L, T_L, H_L, V_L = 8, 6, 8, 13  # 2 prompts x 4 answers, hidden size 8, a 13-token vocabulary
+    hidden_l = torch.randn(B_L, T_L, H_L, generator=g_l)  # the last hidden states of a policy
+    head_l = torch.randn(V_L, H_L, generator=g_l) * 0.5  # its LM head: logits = hidden @ head.T
+    tok_l = torch.randint(0, V_L, (B_L, T_L), generator=g_l)  # the sampled tokens
+    mask_l = (torch.arange(T_L)[None] < lengths_t[:, None]).long()  # the ragged lengths of the trl check
+    with torch.no_grad():
+        lp_l = torch.log_softmax(hidden_l @ head_l.T, -1).gather(-1, tok_l[..., None])[..., 0]
+    old_l = lp_l + 0.3 * torch.randn(B_L, T_L, generator=g_l)  # off-policy: both clip bounds are hit
+    ref_l = lp_l + 0.5 * torch.randn(B_L, T_L, generator=g_l)
+    adv_l = advantages_from_scratch(torch.randint(0, 3, (B_L,), generator=g_l).double(), 4)
+    n_items_l = mask_l.sum().double() + 17  # dapo: the generation batch holds 17 more tokens elsewhere
+
+    def liger_and_ours(loss_type, level, beta, bias_kl, liger_kwargs=None, adv=adv_l, old=old_l):
+        """Loss and gradients (w.r.t. the hidden states and the head) from Liger and from scratch."""
+        h1, w1 = hidden_l.clone().requires_grad_(True), head_l.clone().requires_grad_(True)
+        kw = dict(use_bias_correction_kl=bias_kl) if liger_kwargs is None else liger_kwargs
+        liger = LigerFusedLinearGRPOLoss(beta=beta, compiled=False, use_ref_model=beta > 0, chunk_size=3,
+                                         epsilon_low=0.2, epsilon_high=0.28, loss_type=loss_type,
+                                         max_completion_length=T_L, importance_sampling_level=level, **kw)
+        out = liger(h1, w1, tok_l, mask_l, adv, ref_per_token_logps=ref_l if beta > 0 else None,
+                    old_per_token_logps=old, num_items_in_batch=n_items_l if loss_type == "dapo" else None)
+        loss_lig = out[0] if isinstance(out, tuple) else out
+        h2, w2 = hidden_l.clone().requires_grad_(True), head_l.clone().requires_grad_(True)
+        logp = torch.log_softmax(h2 @ w2.T, -1).gather(-1, tok_l[..., None])[..., 0]  # (B, T)
+        ours = grpo_loss_from_scratch(logp, adv, mask_l, old_logps=old, ref_logps=ref_l, beta=beta, eps_low=0.2,
+                                      eps_high=0.28, loss_type="dapo" if loss_type == "bnpo" else loss_type,
+                                      level=level, kl_ratio=bias_kl, max_len=T_L,
+                                      n_tokens=n_items_l if loss_type == "dapo" else None)
+        return (loss_lig, *torch.autograd.grad(loss_lig, (h1, w1))), (ours, *torch.autograd.grad(ours, (h2, w2)))
+
+    liger_errors = {}
+    for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo"):
+        for level, beta, bias_kl in (("token", 0.04, True), ("token", 0.04, False), ("sequence", 0.04, True),
+                                     ("sequence", 0.04, False), ("sequence", 0.0, False)):
+            lig, ours = liger_and_ours(loss_type, level, beta, bias_kl)
+            for part, a, b in zip(("loss", "grad hidden", "grad head"), lig, ours, strict=True):
+                liger_errors[f"{loss_type}/{level}/beta={beta}/bias_kl={bias_kl}/{part}"] = assert_close(
+                    a.double(), b, atol=1e-6, rtol=1e-5, name=f"liger {loss_type} {level} {part}")
+    print(f"vs liger_kernel LigerFusedLinearGRPOLoss: {len(liger_errors)} comparisons (loss, gradients w.r.t. "
+          f"the hidden states and the LM head), largest error {error_bound(max(liger_errors.values()), 1e-6)} "
+          f"(Liger computes in float32)")
+    # The same flag, two defaults: on-policy (old = current) and with zero advantages only the KL term pulls
+    kl_only = dict(adv=torch.zeros(B_L), old=lp_l)
+    lig_default, _ = liger_and_ours("dapo", "token", 0.04, False, liger_kwargs={}, **kl_only)  # Liger's default
+    _, trl_default = liger_and_ours("dapo", "token", 0.04, True, **kl_only)  # from scratch, trl's default rho * k3
+    kl_gap = (lig_default[2].double() - trl_default[2]).norm() / trl_default[2].norm()
+    print(f"use_bias_correction_kl: Liger's default False vs trl's default True, beta=0.04, on-policy, KL term only: "
+          f"loss {lig_default[0].item():.4g} vs {trl_default[0].item():.4g} (the ratio is 1), LM-head gradients "
+          f"differ by {kl_gap:.0%} of their norm")
+
 
 # %% [markdown]
 # The same from-scratch pieces against the course's `shared.policy_losses` (its `dapo` with `num_items_in_batch`
@@ -1281,10 +1523,11 @@ print(f"batched loss (4 aggregations) and Adam vs the references: largest error 
 
 # %% [markdown]
 # **Three real `train` steps, end to end.** The pieces above are checked one by one; this checks their wiring
-# inside `train`: the ±1 reward plus the penalty, the group advantages, the loss masks from overlong filtering,
+# inside `train`: the ±1 reward plus the penalty (with each policy's own $L_{\text{cache}}$), the group advantages and
+# online RFT's baseline-free ones, the loss masks from overlong filtering,
 # dynamic sampling's batch assembly over rounds, process supervision's advantages, the ratios against
 # $\pi_{\text{old}}$ over $\mu = 4$ updates, the KL to $\pi_{\text{ref}}$, the reference reset of iterative GRPO and
-# the aggregation. Four policies, each with a different combination of settings, take three steps of `train` (three
+# the aggregation. Five policies, each with a different combination of settings, take three steps of `train` (three
 # calls, 1, 2 and 3 steps, on the same random stream, so call $k$ returns the batch of step $k$). At steps 2 and 3
 # the KL target differs from $\pi_{\text{old}}$ for `Dr. GRPO + k3` (it stays uniform); the iterative policy has
 # `ref_every=2`, so its $\pi_{\text{ref}}$ is uniform at step 2 and the policy after step 2 at step 3 (a reset
@@ -1304,11 +1547,12 @@ print(f"batched loss (4 aggregations) and Adam vs the references: largest error 
 # step 2) or from the uniform start (the iterative policy at step 3, after its reset).
 
 # %%
-CHECK_VARIANTS = {  # four policies that together exercise every path of the trainer
+CHECK_VARIANTS = {  # five policies that together exercise every path of the trainer
     "DAPO-like + filtering": dict(agg=2, eps_high=0.28, pm1=True, shaping=True, filt=True),
     "Dr. GRPO + k3": dict(std=False, agg=1, beta=0.04),  # step 2: pi_ref (uniform) != pi_old
     "per question + IS-KL, iterative": dict(agg=3, beta=0.04, kl_ratio=True, ref_every=2),  # reset after step 2
     "dyn. sampling + process": dict(dyn=True, process=True),
+    "online RFT + shaping, L_cache=1": dict(rft=True, shaping=True, l_cache=1),  # the second run's new paths
 }
 CHECK_ROUNDS, CHECK_SEED = 4, 10  # at most 4 rounds, so that dynamic sampling trains on a short batch; a stream on
 # which every check policy has a group with signal in step 1 (asserted below)
@@ -1359,7 +1603,7 @@ for m, name in enumerate(CHECK_VARIANTS):
         assert torch.equal(mask_m.bool(), b["mask"][m]) and torch.equal(rows_m + m * STATES, b["st"][m]), name
         reward_m = 2 * right_m - 1 if c["pm1"] else right_m
         if c["shaping"]:
-            reward_m = reward_m + overlong_penalty(mask_m.sum(-1), L_GEN, L_CACHE)
+            reward_m = reward_m + overlong_penalty(mask_m.sum(-1), L_GEN, c["l_cache"])
         n_right = right_m.view(Qc, Gc).sum(1)
         valid = b["valid"][m]
         if c["dyn"]:  # every kept group informative; fewer than Q kept only when all 10 rounds were spent
@@ -1376,6 +1620,8 @@ for m, name in enumerate(CHECK_VARIANTS):
                 ans = range(g * Gc, (g + 1) * Gc)
                 steps = [[(t, step_r[i, t].item()) for t in range(L_GEN) if mask_m[i, t]] for i in ans]
                 adv_m[g * Gc:(g + 1) * Gc] = process_advantages_loop(steps, L_GEN) * mask_m[g * Gc:(g + 1) * Gc]
+        elif c["rft"]:  # online RFT: the reward itself, no baseline and no std
+            adv_m = reward_m
         else:
             adv_m = advantages_from_scratch(reward_m, Gc, "group" if c["std"] else "none")
         lmask_m = overlong_filter(mask_m, tok_m, EOS) if c["filt"] else mask_m
@@ -1420,7 +1666,8 @@ for m, name in enumerate(CHECK_VARIANTS):
             run_k["theta"][m * STATES:(m + 1) * STATES], table.detach(), atol=1e-10,
             name=f"train step {k + 1} vs from scratch: {name}")
 moved = runs[-1]["theta"].abs().max().item()
-print(f"three train() steps vs from-scratch pieces + torch.optim.Adam, 4 policies: {len(step_errors)} comparisons, "
+print(f"three train() steps vs from-scratch pieces + torch.optim.Adam, {len(CHECK_VARIANTS)} policies: "
+      f"{len(step_errors)} comparisons, "
       f"largest error {error_bound(max(step_errors.values()), 1e-10)}; groups trained on per policy and step "
       f"{kept_counts}; logits moved up to {moved:.2f}")
 print(f"logged clip fraction, kl, entropy, lengths, no-signal share vs recomputed: {len(log_errors)} comparisons, "
@@ -1439,11 +1686,9 @@ print(f"logged clip fraction, kl, entropy, lengths, no-signal share vs recompute
 # informative ones. Both checks use their own generators, so the main run's stream is untouched.
 
 # %%
-row_tgt = torch.repeat_interleave(torch.arange(N_TGT), TARGETS + 2)  # target index of each of the 507 rows
-row_sum = torch.arange(STATES) - OFFSET[row_tgt]  # running digit sum of each row (s + 1 = overshot)
-no_eos = torch.zeros(STATES, VOCAB)
+no_eos = torch.zeros(STATES, VOCAB)  # (row_tgt, row_sum and guided come from the walkthrough's example of W4)
 no_eos[:, EOS], no_eos[:, 1:4] = -4.0, 2.0  # small digits, EOS almost never: 10-digit answers, sums 10-30
-theta_e = torch.cat([runs[-1]["theta"], no_eos])  # 5 policies
+theta_e = torch.cat([runs[-1]["theta"], no_eos])  # the check policies and the no-EOS one
 tgt_e = torch.arange(N_TGT)[None].expand(len(theta_e) // STATES, -1)  # Gc samples per target, one target per "group"
 acc_e = evaluate(theta_e, torch.arange(len(tgt_e)), torch.Generator().manual_seed(11), Gc)
 tok_e = sample(table_cdf(theta_e), torch.arange(len(tgt_e)), tgt_e.repeat_interleave(Gc, 1),
@@ -1453,9 +1698,6 @@ err_eval = assert_close(acc_e, torch.stack([r[-1].mean() for r in replayed]), at
 fooled = sum(int((~r[4] & ((r[0] * r[2]).sum(-1) == r[1])).sum()) for r in replayed)  # truncated, right sum
 assert fooled > 0 and 0 < acc_e[:-1].min(), "evaluate's check needs truncated answers with the right digit sum"
 
-guided = torch.zeros(STATES, VOCAB)  # the right next token (the rest of the target, at most 9; EOS once there)
-right_tok = torch.where(row_sum < TARGETS[row_tgt], (TARGETS[row_tgt] - row_sum).clamp(max=9), EOS)
-guided[torch.arange(STATES), right_tok] = math.log(13.5)  # probability 0.6 for the right token
 cdf_d = table_cdf(torch.cat([guided, torch.zeros(STATES, VOCAB)]))
 cfg_d = {k: torch.tensor([DEFAULT[k]] * 2) for k in DEFAULT} | dict(dyn=torch.tensor([True, True]))
 Qd, Rd = 4, 6  # 4 groups of Gc answers per round, at most 6 rounds
@@ -1488,12 +1730,15 @@ print(f"evaluate vs right/wrong recomputed from the tokens: {error_bound(err_eva
 #
 # **Claims.** DeepSeekMath: GRPO improves DeepSeekMath-Instruct 7B on MATH from 46.8% to 51.7% (Table 5), process
 # supervision beats outcome supervision and iterative RL adds more, most in its first iteration (§5.2.1,
-# Figures 5 and 6), and RL raises Maj@K but not Pass@K (§5.2.2, Figure 7). Dr. GRPO: removing the
-# $1/|o_i|$ and std terms keeps wrong answers from growing long, with similar accuracy (§3.2, Figure 5). DAPO:
-# each of its techniques adds AIME points (Table 1: 30 → 36 → 38 → 41 → 42 → 50) and DAPO needs 50% of
-# R1-Zero-Qwen-32B's training *steps* (Figure 1); dynamic sampling gets there by over-sampling (§3.2). DAPO trains
-# on DAPO-Math-17K, 17K math prompts whose answers the authors rewrote as integers so that a rule can check them;
-# the toy's targets are integers for the same reason.
+# Figures 5 and 6), GRPO surpasses online RFT (§5.2.1, Figure 5), and RL raises Maj@K but not Pass@K (§5.2.2,
+# Figure 7). Dr. GRPO: removing the $1/|o_i|$ and std terms keeps wrong answers from growing long (§3.2, Figure 5)
+# "while preserving reasoning performance" (§4), and removing either term improves accuracy (Appendix C: Figure 8,
+# the ablation of the two terms; Figure 9, three seeds). DAPO: each of its techniques adds AIME points (Table 1:
+# 30 → 36 → 38 → 41 → 42 → 50) and DAPO needs 50% of R1-Zero-Qwen-32B's training *steps* (Figure 1); dynamic
+# sampling gives every trained batch a full set of groups with signal (§3.2), needs fewer steps (§4.2), and costs
+# little extra training time on a synchronous system (§3.2, §4.2, Figure 6). DAPO trains on DAPO-Math-17K, 17K math
+# prompts whose answers the authors rewrote as integers so that a rule can check them; the toy's targets are integers
+# for the same reason.
 #
 # **Design.** 15 variants: the control (GRPO with β = 0: group std, eq. 3's aggregation, ε = 0.2/0.2, 0/1 reward,
 # μ = 4 updates per batch, Adam with learning rate 0.1); **one change** from it for β = 0.04, no std, each
@@ -1511,8 +1756,11 @@ print(f"evaluate vs right/wrong recomputed from the tokens: {error_bound(err_eva
 #
 # **Replicates.** 8 per variant, all 120 policies drawn from **one random stream** (`gen_seed=0`): the replicates
 # are independent draws, but a single replicate cannot be re-run alone. The table reports accuracy after the full
-# budget (32 samples per target) and at 5,120 answers (mean ± std over the 8 replicates, min-max), the difference
-# from the control with its standard error, and the answers and tokens actually drawn.
+# budget (32 samples per target, mean ± std over the 8 replicates, min-max) and at 5,120 answers (mean ± std), each
+# with its difference from the control and the standard error of that difference, and the answers and tokens
+# actually drawn. A **second run** on its own stream (`gen_seed=1`, 16 replicates per arm, after the figures) repeats
+# the control and the arms whose differences the discussion leans on, and adds online RFT and two smaller shaping
+# buffers; its control is also compared with every arm of the main run.
 #
 # **DAPO's recipe without overlong filtering.** Table 1 reads as cumulative (each row adds one technique to the row
 # above), so its 50 includes overlong filtering; but the released recipe leaves it out: "Most experiments in the
@@ -1524,7 +1772,7 @@ print(f"evaluate vs right/wrong recomputed from the tokens: {error_bound(err_eva
 #
 # | variant | changes from the control |
 # | --- | --- |
-# | GRPO β=0.04 (DeepSeekMath) | k3 KL to $\pi_{\text{ref}}$, β = 0.04 (eq. 3) |
+# | GRPO β=0.04 (k3) | k3 KL to $\pi_{\text{ref}}$ as in eq. 3, with DeepSeekMath's β = 0.04 (its μ = 1 is not used: μ = 4 as in the control) |
 # | GRPO β=0.04, IS-KL (trl default) | the same, $\rho\hat k_3$ (`use_bias_correction_kl`, D3) |
 # | GRPO β=0.04, iterative | the same, $\pi_{\text{ref}} \leftarrow \pi_\theta$ every 20 steps (§4.1.4) |
 # | GRPO β=0 (control) | - |
@@ -1542,7 +1790,7 @@ print(f"evaluate vs right/wrong recomputed from the tokens: {error_bound(err_eva
 
 # %%
 VARIANTS = {
-    "GRPO b=0.04 (DeepSeekMath)": dict(beta=0.04),
+    "GRPO b=0.04 (k3)": dict(beta=0.04),
     "GRPO b=0.04, IS-KL (trl)": dict(beta=0.04, kl_ratio=True),
     "GRPO b=0.04, iterative": dict(beta=0.04, ref_every=20),
     "GRPO b=0 (control)": dict(),
@@ -1571,14 +1819,15 @@ half = run["acc"][4].view(nv, n_s)  # after 5,120 sampled answers
 used, toks = run["used"].view(nv, n_s), run["tokens"].view(nv, n_s)
 lw = run["logs"]["len_wrong"].view(-1, nv, n_s).nanmean(0)  # mean length of wrong answers over the run, per seed
 lr_ = run["logs"]["len_right"].view(-1, nv, n_s).nanmean(0)
-print(f"{'variant':27s} {'final acc (8 replicates)':>26s} {'vs control':>13s} | {'at 5,120':>11s} | "
+print(f"{'variant':27s} {'final acc (8 replicates)':>26s} {'vs control':>13s} | {'at 5,120':>11s} {'vs control':>12s} | "
       f"{'answers':>7s} {'tokens':>6s} | {'wrong len':>12s} {'right len':>12s}")
 for i, name in enumerate(names):
     f, h = final[i], half[i]
     diff = f.mean() - final[ctrl].mean()
     se = (f.var() / n_s + final[ctrl].var() / n_s).sqrt()  # standard error of the difference of two means
+    diff_h, se_h = h.mean() - half[ctrl].mean(), (h.var() / n_s + half[ctrl].var() / n_s).sqrt()
     print(f"{name:27s} {f.mean():.3f} ± {f.std():.3f} [{f.min():.2f}-{f.max():.2f}] "
-          f"{diff:+.3f} ± {se:.3f} | {h.mean():.2f} ± {h.std():.2f} | {used[i].mean():7.0f} "
+          f"{diff:+.3f} ± {se:.3f} | {h.mean():.2f} ± {h.std():.2f} {diff_h:+.2f} ± {se_h:.2f} | {used[i].mean():7.0f} "
           f"{toks[i].mean():6.0f} | {lw[i].mean():5.2f} ± {lw[i].std():.2f} {lr_[i].mean():5.2f} ± {lr_[i].std():.2f}")
 logs = {k: v.view(-1, nv, n_s) for k, v in run["logs"].items()}  # (steps, variants, seeds)
 steps_taken = (~logs["samples"].isnan()).sum(0).double().mean(1)  # optimizer steps (x 4 updates) per variant
@@ -1623,7 +1872,7 @@ def diff_se(x, i, j):  # difference of the replicate means of variants i and j, 
     return (x[i].mean() - x[j].mean()).item(), (x[i].var() / n_s + x[j].var() / n_s).sqrt().item()
 
 
-ch, k3v, isv = names.index("clip-higher"), names.index("GRPO b=0.04 (DeepSeekMath)"), names.index("GRPO b=0.04, IS-KL (trl)")
+ch, k3v, isv = names.index("clip-higher"), names.index("GRPO b=0.04 (k3)"), names.index("GRPO b=0.04, IS-KL (trl)")
 for label, (d, se) in (("entropy @2,560, clip-higher - control", diff_se(ent_2560, ch, ctrl)),
                        ("final accuracy, k3 - rho*k3 (IS-KL)", diff_se(final, k3v, isv)),
                        ("entropy @end, k3 - rho*k3 (IS-KL)", diff_se(ent_end, k3v, isv))):
@@ -1668,7 +1917,7 @@ print(f"{len(misleading)} of {nv - 1} comparisons have a pair reporting an effec
 # The numbers the discussion below quotes, computed from the tables above so that the text and the run agree:
 
 # %%
-plain = [names.index(n) for n in ("GRPO b=0.04 (DeepSeekMath)", "GRPO b=0.04, IS-KL (trl)", "GRPO b=0.04, iterative",
+plain = [names.index(n) for n in ("GRPO b=0.04 (k3)", "GRPO b=0.04, IS-KL (trl)", "GRPO b=0.04, iterative",
                                   "GRPO b=0 (control)", "no std", "clip-higher")]  # keep 1/|o_i|, no other change
 no_norm = [names.index(n) for n in ("Dr. GRPO", "token-mean per batch", "token-mean per question")]
 lw_mean = lw.mean(1)  # (variants,) mean length of the wrong answers sampled during training
@@ -1692,7 +1941,7 @@ def band(ax, x, y, label):  # mean over seeds with a min-max band
 
 
 acc, acc_at = run["acc"].view(-1, nv, n_s), run["acc_at"].view(-1, nv, n_s)
-groups = [("GRPO b=0.04 (DeepSeekMath)", "GRPO b=0.04, IS-KL (trl)", "GRPO b=0.04, iterative", "GRPO b=0 (control)",
+groups = [("GRPO b=0.04 (k3)", "GRPO b=0.04, IS-KL (trl)", "GRPO b=0.04, iterative", "GRPO b=0 (control)",
            "process supervision"),
           ("GRPO b=0 (control)", "Dr. GRPO", "clip-higher", "token-mean per question", "overlong filtering"),
           ("GRPO b=0 (control)", "dynamic sampling", "overlong shaping", "overlong shaping + dyn.", "DAPO")]
@@ -1710,7 +1959,7 @@ plt.show()
 
 # %%
 fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-for name in ("GRPO b=0.04 (DeepSeekMath)", "GRPO b=0 (control)", "clip-higher", "Dr. GRPO", "DAPO"):
+for name in ("GRPO b=0.04 (k3)", "GRPO b=0 (control)", "clip-higher", "Dr. GRPO", "DAPO"):
     i = names.index(name)
     x = logs["samples"][:, i].nanmean(1)
     for ax, key in zip(axes, ("entropy", "clip", "kl", "len_wrong"), strict=True):
@@ -1726,97 +1975,259 @@ plt.tight_layout()
 plt.show()
 
 # %% [markdown]
-# **A probe of the group std under overlong shaping.** A separate run, on its own random stream (`gen_seed=1`) so
-# that the 15 variants above keep their draws: overlong shaping with and without the group std, 8 replicates each,
-# the same budget of 10,240 answers. Both arms share the stream, so they are compared with each other, not with the
-# control above.
+# **A second run on its own stream: the mid-run control, online RFT, the KL, and overlong shaping.** The comparisons
+# at 5,120 answers above all lean on one control, and some questions need arms the main table does not have. A
+# separate run on its own random stream (`gen_seed=1`, so the 15 variants above keep their draws), **16 replicates**
+# per arm at the same budget of 10,240 answers, with its own control; every arm is compared with this control:
+#
+# - **online RFT** (DeepSeekMath §5.2.1, Figure 5, eq. 10): the gradient coefficient is 1 for a right answer and 0
+#   for a wrong one, with no baseline and no std, and otherwise the control's settings (eq. 3's $\frac{1}{|o_i|}$,
+#   $\mu = 4$ with clipping). GRPO's coefficient differs in pushing wrong answers down and in scaling by the group;
+#   the paper: "GRPO surpasses online RFT, thereby highlighting the efficiency of altering positive and negative
+#   gradient coefficients";
+# - **process supervision**, and **β = 0.04 with both KL forms**, to see whether the main run's mid-run and final
+#   differences hold on a fresh control;
+# - **overlong shaping** with the main run's buffer $L_{\text{cache}} = 4$, without the group std, and with
+#   $L_{\text{cache}} = 2$ and $1$ (with $L_{\text{cache}} = 1$ only answers of the full 10 tokens are penalised).
+#
+# Before training, the cell prints the share of the uniform start's answers that each buffer penalises, from the
+# exact distribution: an answer has at least $k$ tokens with probability $0.9^{k-1}$ (each token is EOS with
+# probability 1/10).
 
 # %%
-probe_variants = {"overlong shaping": dict(pm1=True, shaping=True),
-                  "overlong shaping, no std": dict(pm1=True, shaping=True, std=False)}
-probe = train(probe_variants, SEEDS, gen_seed=1, progress=False)
-probe_final = probe["final"].view(len(probe_variants), n_s)
-for i, name in enumerate(probe_variants):
-    f = probe_final[i]
-    print(f"stream 1, {name:25s} {f.mean():.3f} ± {f.std():.3f} [{f.min():.2f}-{f.max():.2f}]")
-d_std = probe_final[1].mean() - probe_final[0].mean()
-se_std = (probe_final[1].var() / n_s + probe_final[0].var() / n_s).sqrt()
-print(f"no std minus with std: {d_std:+.3f} ± {se_std:.3f} (standard error of the difference of the two means)")
+for lc in (4, 2, 1):  # eq. 13 penalises |y| > L_max - L_cache = 10 - lc: probability 0.9 ** (10 - lc)
+    print(f"L_cache={lc}: uniform start, share of answers in the penalty zone (|y| >= {L_GEN - lc + 1}) "
+          f"= 0.9**{L_GEN - lc} = {0.9 ** (L_GEN - lc):.3f}")
+print(f"share of answers at the 10-token cap (9 digits, then EOS or truncation) = 0.9**9 = {0.9 ** 9:.3f}")
+probe_variants = {
+    "GRPO b=0 (control)": dict(),
+    "online RFT": dict(rft=True),
+    "process supervision": dict(process=True),
+    "GRPO b=0.04 (k3)": dict(beta=0.04),
+    "GRPO b=0.04, IS-KL (trl)": dict(beta=0.04, kl_ratio=True),
+    "overlong shaping": dict(pm1=True, shaping=True),
+    "overlong shaping, no std": dict(pm1=True, shaping=True, std=False),
+    "overlong shaping, L_cache=2": dict(pm1=True, shaping=True, l_cache=2),
+    "overlong shaping, L_cache=1": dict(pm1=True, shaping=True, l_cache=1),
+}
+PROBE_SEEDS = range(16)
+probe = train(probe_variants, PROBE_SEEDS, gen_seed=1, progress=False)
+pn, pv = len(PROBE_SEEDS), list(probe_variants)
+p_final, p_half = probe["final"].view(len(pv), pn), probe["acc"][4].view(len(pv), pn)
+p_lw = probe["logs"]["len_wrong"].view(-1, len(pv), pn).nanmean(0)  # mean wrong-answer length over the run
+
+
+def diff_se_p(x, i, j=0):  # difference of two arms' means over the 16 replicates, and its standard error
+    return (x[i].mean() - x[j].mean()).item(), (x[i].var() / pn + x[j].var() / pn).sqrt().item()
+
+
+print(f"\nstream 1, 16 replicates  {'final acc':>13s} {'vs control':>15s} | {'at 5,120':>11s} {'vs control':>15s} | "
+      f"{'wrong len':>9s}")
+for i, name in enumerate(pv):
+    (d, se), (dh, seh) = diff_se_p(p_final, i), diff_se_p(p_half, i)
+    print(f"{name:28s} {p_final[i].mean():.3f} ± {p_final[i].std():.3f} {d:+.3f} ± {se:.3f} | "
+          f"{p_half[i].mean():.2f} ± {p_half[i].std():.2f} {dh:+.3f} ± {seh:.3f} | {p_lw[i].mean():9.2f}")
+for label, i, j in (("final, k3 - rho*k3 (IS-KL)", 3, 4), ("final, shaping: no std - with std", 6, 5),
+                    ("final, shaping: L_cache=1 - L_cache=4", 8, 5)):
+    d, se = diff_se_p(p_final, i, j)
+    print(f"{label:40s} {d:+.3f} ± {se:.3f}  ({abs(d) / se:.1f} standard errors)")
+print(f"first step: share of groups whose answers are all wrong or all right (no correctness signal) "
+      f"{probe['logs']['no_signal'][0].view(len(pv), pn)[5].mean():.2f}")
 
 # %% [markdown]
-# **Reading the results.** Every run has the same budget of 10,240 sampled answers; "vs control" is the difference
-# of the 8-replicate means with its standard error, so a difference inside about two standard errors is noise. The
-# accuracies at 5,120 answers are noisier still (the control's 0.76 is low against its neighbours). All variants
-# but one learn the task, from 1.5% of answers right (the uniform start's Pass@1, in the Maj@K table below) to
-# 91.5-98.5% (the replicate means, printed under the table). What the toy
-# shows, trick by trick:
-#
-# - **The KL term costs accuracy, and its gradient matters.** GRPO with DeepSeekMath's β = 0.04 ends 3.7 points
-#   below the control (−0.037 ± 0.012) and keeps more entropy (0.66 against 0.24 nats at the end). The
-#   importance-weighted KL (`trl`'s default) costs less (−0.016 ± 0.012, not distinguishable from zero with 8
-#   replicates); the direct difference between the two KL forms is −0.021 ± 0.010, about 2 standard errors, so
-#   the following explanation is suggestive, not established: against a uniform $\pi_{\text{ref}}$, the forward KL$(\pi_{\text{ref}}\|\pi_\theta) =
-#   -\log 10 - \frac{1}{10}\sum_v\log\pi_\theta(v)$ grows without bound as any token's probability goes to 0,
-#   while the reverse KL is $\log 10 - H(\pi_\theta) \le \log 10$, so plain k3, whose gradient is the forward
-#   one, may resist the sharpening that solving the task needs more; the end entropies do not separate the two
-#   forms (+0.08 ± 0.09, printed under the diagnostics). Iterative GRPO's reference reset every 20 steps
-#   removes the cost (+0.002 ± 0.011): the anchor follows the policy. DeepSeekMath (§4.2) uses β = 0.04 with a
-#   learned reward model, where the KL guards against reward hacking; here, with an exact verifier, there is no
-#   reward model to hack, which is this notebook's explanation of why the KL only costs. The papers give their own
-#   reasons: DAPO (§2.3) removes it because "during training the long-CoT reasoning model, the model distribution
-#   can diverge significantly from the initial model, thus this restriction is not necessary"; Dr. GRPO's
-#   objective (eq. 3 without $1/|o_i|$ and the std, Figure 1 left) simply carries no KL term.
-# - **Dr. GRPO: no accuracy effect, a small length effect in the predicted direction.** Dropping the std
-#   (−0.001 ± 0.011) and Dr. GRPO's full change (−0.010 ± 0.012) leave accuracy unchanged. But the three variants
-#   that drop the $1/|o_i|$ normaliser (Dr. GRPO, both token-mean forms: 6.73-6.78 tokens) sample shorter wrong
-#   answers during training than the six plain variants that keep it and change only β, the std or the clip range
-#   (6.91-7.00; printed above), by about 0.16 tokens between Dr. GRPO and the control, about 2.5 standard errors
-#   (variants that also change the reward or the data, such as overlong filtering at 7.54 or process supervision at
-#   6.16, are not comparable): the bias of D5, at the scale of answers of at most 10 tokens. The paper's
-#   effect is responses growing by hundreds of tokens over a long run (Figure 5). The std's difficulty bias needs
-#   questions that stay too hard or too easy; here every target gets solved.
-# - **Token-level loss, per batch or per question: no difference** (+0.003 ± 0.013 and +0.000 ± 0.012): the
-#   targets' answer lengths differ little, so the two weightings of D5 nearly coincide. The distinction matters when
-#   some questions draw much longer answers than others (long chains of thought on hard problems).
-# - **Clip-higher: no measurable effect** (+0.004 ± 0.010 at the end). Its clip fraction is below the control's
-#   (0.084 against 0.096) because the upper bound clips less, and its entropy at 2,560 answers is lower, not
-#   higher (1.70 against 1.82, −0.12 ± 0.06, about 2 standard errors: suggestive only). Either way, with 10 tokens
-#   per state and a uniform start there is no entropy collapse to prevent.
-# - **Overlong shaping hurts badly (−0.520 ± 0.030), and dynamic sampling undoes most of the harm.** With
-#   $L_{\max} - L_{\text{cache}} = 6$, 53% of the uniform policy's answers ($0.9^6$) fall in the penalty zone, and
-#   91% of the first groups are all wrong. In an all-wrong group the only reward differences are the length
-#   penalties, so the whole advantage says "stop earlier": the policy learns to stop (wrong answers of 2.1 tokens,
-#   entropy 1.19 at 2,560 answers) before it learns to add, and short answers cannot reach large targets. Adding
-#   dynamic sampling, which filters on *accuracy* so that all-wrong groups never reach the loss, gives 0.920 (0.915
-#   for dynamic sampling alone). The group std may add to the harm: in an all-wrong group it turns penalty
-#   differences of 0.25-1 into advantages of order 1. The probe on a second stream measures it: without the std
-#   shaping ends at 0.568 ± 0.096, with it at 0.498 ± 0.100, a difference of +0.070 ± 0.049 (1.4 standard errors,
-#   not established with 8 replicates); either way most of the harm remains without the std, so it comes from the
-#   length penalty acting on all-wrong groups. At DAPO's scale the buffer starts at 16,384 tokens, far above the
-#   lengths a base model writes at the start of training, so the penalty only acts once answers have grown long.
-# - **Overlong filtering: harmless here** (−0.004 ± 0.011); truncated answers are no longer pushed down, so wrong
-#   answers are longer (7.54 tokens against 6.91).
-# - **Dynamic sampling and DAPO: behind at a matched budget, ahead per step.** At first 91% of the groups have no
-#   signal, so filling 16 informative groups takes up to 10 rounds (1,280 answers) per step: dynamic sampling spends
-#   the budget in 28 optimizer steps instead of 80 and ends at 0.915 (−0.058 ± 0.021; 0.45 at 5,120 answers), DAPO
-#   at 0.921 (−0.052 ± 0.013). Every group they train on has signal, so every token is pushed and 4 updates clip
-#   2-3 times more tokens (0.26-0.27 against 0.10). Counted in steps, as DAPO counts them (Figure 1), DAPO is far ahead (last line of
-#   the diagnostics: after 30 steps the control is at 0.65, DAPO ends at 0.92 after 28); counted in sampled answers
-#   it is behind. A comparison by steps is how an earlier version of this notebook credited DAPO with a lead that
-#   came from about 3 times more samples.
-# - **Process supervision learns fastest** (0.91 ± 0.02 at 5,120 answers, the best; +0.012 ± 0.010 at the end,
-#   within noise), in line with DeepSeekMath's finding that process beats outcome supervision (§5.2.1, Figure 5),
-#   here with an exact step verifier, which a learned process reward model is not. Its right answers are longer
-#   (4.99 tokens against 4.02): every step that keeps the target reachable is rewarded, and a token collects the
-#   rewards of all later steps.
-#
+# **The main run's arms against the second run's control.** The two runs draw from independent streams, so each
+# arm of the main run (8 replicates) can be compared with the second run's control (16 replicates), a control that
+# does not share the main run's draws; the standard error of the difference combines the two spreads. The table
+# gives the differences at 5,120 answers and at the end of the budget; then the largest gap at 5,120 among the small changes (β, std, normalisers,
+# clip range, filtering), and how often a gap that large would appear somewhere among the 14 comparisons (every arm
+# but the main run's control) if none had an effect and they were independent (two-sided, normal).
+
+# %%
+print(f"{'main-run arm (8) - second-run control (16)':42s} {'at 5,120 answers':>24s} {'at the end':>24s}")
+z_half = []
+for i, name in enumerate(names):
+    row = []
+    for x, y in ((half, p_half), (final, p_final)):
+        d, se = (x[i].mean() - y[0].mean()).item(), (x[i].var() / n_s + y[0].var() / pn).sqrt().item()
+        row.append(f"{d:+.3f} ± {se:.3f} ({d / se:+.1f} SE)")
+        if x is half and i != ctrl:
+            z_half.append((abs(d / se), name))
+    print(f"{name:42s} {row[0]:>24s} {row[1]:>24s}")
+small = [z for z in z_half if not z[1].startswith(("overlong shaping", "dynamic", "DAPO", "process"))]
+z_max, worst = max(small)
+p_any = 1 - (1 - math.erfc(z_max / math.sqrt(2))) ** len(z_half)
+print(f"largest gap at 5,120 among the small changes (beta, std, normalisers, clip, filtering): {worst}, "
+      f"{z_max:.1f} SE; P(some |z| >= {z_max:.1f} among {len(z_half)} independent comparisons | no effect) = "
+      f"{p_any:.2f}")
+others = [names.index(n) for n in ("no std", "token-mean per batch", "token-mean per question", "clip-higher",
+                                   "overlong filtering")]
+print(f"replicates ending below 0.97 (one of the 26 targets is worth about 0.04): main-run control "
+      f"{int((final[ctrl] < 0.97).sum())}/{n_s}, Dr. GRPO {int((final[names.index('Dr. GRPO')] < 0.97).sum())}/{n_s}, "
+      f"no std, token means, clip-higher, filtering {int((final[others] < 0.97).sum())}/{len(others) * n_s}; "
+      f"second-run control {int((p_final[0] < 0.97).sum())}/{pn}, online RFT {int((p_final[1] < 0.97).sum())}/{pn}")
+
+# %% [markdown]
+# **Reading the results.** Every run has the same budget of 10,240 sampled answers; "vs control" is the difference of
+# the 8-replicate means with its standard error, so a difference inside about two standard errors is noise. All
+# variants but one learn the task, from 1.4% of answers right (the uniform start, exact, W1; the Maj@K table below
+# measures 1.5% from samples) to 91.5-98.5% (the replicate means, printed under the table). That end point sits near a
+# ceiling (the control at 0.973, the best variant at 0.985), which compresses every difference: "no effect at the end"
+# means no effect that survives to near-perfect accuracy. **At 5,120 answers** the table prints the differences too,
+# and on this stream all ten variants that change little sit above the control, seven of them by more than two
+# standard errors (clip-higher +0.09 ± 0.02, no std and the per-batch token mean +0.08 ± 0.03, even β = 0.04 +0.05 ±
+# 0.02, process supervision +0.14 ± 0.02). That is mostly the control's luck, not the tricks': on the second stream
+# (16 replicates, the second run's table) the control is at 0.85 at 5,120 answers, not 0.76, and β = 0.04 is *below*
+# it there (−0.046 ± 0.021). Against that control (the cross-stream table, whose two streams are independent draws)
+# the main run's small changes are level or behind at 5,120 answers: clip-higher −0.001 ± 0.024, the per-batch token
+# mean −0.005 ± 0.027, no std −0.013 ± 0.029, overlong filtering −0.024 ± 0.019, the per-question token mean −0.035 ±
+# 0.024 and the three β = 0.04 arms −0.037 to −0.056, while the main run's own control is 0.089 ± 0.024 (3.7 standard
+# errors) below it. The lowest of the small changes is Dr. GRPO, −0.075 ± 0.028 (2.7 standard errors); with 14 arms
+# against one control, a gap that large somewhere has a chance of about 0.09 under no effect at all (printed under the
+# table, counting the comparisons as independent, which they are not quite: they share the control), so it is a lead
+# to re-test, not a finding. At the end the same table puts the main run's control and its six small β = 0 changes (no
+# std, Dr. GRPO, both token means, clip-higher, filtering) 0.008-0.021 below the second run's control (the control
+# itself −0.012 ± 0.010, Dr. GRPO lowest at −0.021 ± 0.007), and process supervision level with it. Near the ceiling
+# the final accuracies are lumpy rather than normal: most replicates end at 0.975-1.0 and a minority at 0.91-0.97 (one
+# target of 26 is worth about 0.04); the second run's control drew 1 replicate below 0.97 in 16, the main run's small
+# changes about 1 in 4 (printed under the table). Standard errors from 8-16 replicates of such a distribution
+# understate the tail, so a single gap of one or two points at the end is weak evidence; the two KL forms' difference
+# below counts because it has the same sign and size on both streams. Of the mid-run differences that hold on both
+# streams, process supervision's lead (+0.055 ± 0.019 against the second stream's control) and the large cost of
+# shaping are the clear ones. What the toy shows, trick by trick, follows.
+
+# %% [markdown]
+# **The KL term costs accuracy, and its gradient matters.** GRPO with DeepSeekMath's β = 0.04 (plain k3) ends 3.7
+# points below the control (−0.037 ± 0.012) and keeps more entropy (0.66 against 0.24 nats at the end). The
+# importance-weighted KL (`trl`'s default) costs less (−0.016 ± 0.012); the direct difference between the two KL forms
+# is −0.021 ± 0.010 (2.1 standard errors) here and −0.025 ± 0.008 (3.2) on the second stream, where β = 0.04 costs
+# −0.050 ± 0.007 with k3 and −0.025 ± 0.005 with $\rho\hat k_3$. So the two forms train differently, and plain k3
+# costs more. Why is suggestive, not established: against a uniform $\pi_{\text{ref}}$, the forward
+# KL$(\pi_{\text{ref}}\|\pi_\theta) = -\log 10 - \frac{1}{10}\sum_v\log\pi_\theta(v)$ grows without bound as any
+# token's probability goes to 0, while the reverse KL is $\log 10 - H(\pi_\theta) \le \log 10$, so plain k3, whose
+# gradient is the forward one, may resist the sharpening that solving the task needs more; the end entropies do not
+# separate the two forms (+0.08 ± 0.09, printed under the diagnostics). Iterative GRPO's reference reset every 20
+# steps removes the cost (+0.002 ± 0.011): the anchor follows the policy. **Why drop the KL at all** is argued by the
+# papers. Dr. GRPO (§3, after eq. 1): the KL "helps prevent $\pi_\theta$ from deviating too far from the distribution
+# where the reward model is accurate", but "RL-tuning reasoning models typically employs rule-based verifiers as r
+# (Lambert et al., 2024), eliminating the concerns of distributional shift. This allows us to remove the KL term,
+# which not only saves the memory and computation required by $\pi_{ref}$ during training, but also potentially leads
+# to better performance for R1-Zero-like training (Hu et al., 2025). We will assume β = 0 throughout this paper." DAPO
+# (§2.3): "during training the long-CoT reasoning model, the model distribution can diverge significantly from the
+# initial model, thus this restriction is not necessary". DeepSeekMath (§4.2) kept β = 0.04 with a learned reward
+# model. The toy is Dr. GRPO's case, an exact verifier: there is no reward model for the KL to guard, and it only
+# costs.
+
+# %% [markdown]
+# **Dr. GRPO: a small length effect in the predicted direction; the accuracy gain of its Appendix C is not
+# reproduced.** The paper's claim on accuracy goes beyond "preserving reasoning performance" (§4): in Appendix C
+# (Qwen2.5-1.5B on 3K math questions), "Dr. GRPO and the other ablated variants consistently outperform vanilla GRPO
+# in both training rewards and evaluation accuracy. This indicates that removing bias terms (either length or std)
+# improves policy learning" (Figure 8: Dr. GRPO, GRPO without length normalisation, GRPO without std normalisation,
+# vanilla GRPO), and over 3 independent runs "Dr. GRPO consistently demonstrates statistically significant
+# improvements—both in token efficiency and final accuracy—across different random seeds" (Figure 9). In the toy,
+# dropping the std (−0.001 ± 0.011 at the end), Dr. GRPO's full change (−0.010 ± 0.012) and the per-batch token mean
+# (+0.003 ± 0.013; the closest arm to Figure 8's "without length normalisation": it keeps the std and drops $1/|o_i|$,
+# but divides by the batch's token count, not a constant) all end level with the control, and mid-run, against the
+# second stream's control, none is ahead (−0.013 ± 0.029, −0.075 ± 0.028, −0.005 ± 0.027). So the accuracy claim is
+# **not reproduced at this scale**: the end point is near the ceiling, and the toy has no questions that stay too hard
+# or too easy (the std's difficulty bias) and no long answers (the length bias). The length effect is there, small:
+# the three variants that drop the $1/|o_i|$ normaliser (Dr. GRPO, both token-mean forms: 6.73-6.78 tokens) sample
+# shorter wrong answers during training than the six plain variants that keep it and change only β, the std or the
+# clip range (6.91-7.00; printed above), by about 0.16 tokens between Dr. GRPO and the control, about 2.5 standard
+# errors (variants that also change the reward or the data, such as overlong filtering at 7.54 or process supervision
+# at 6.16, are not comparable): the bias of D5, at the scale of answers of at most 10 tokens. The paper's effect is
+# responses growing by hundreds of tokens over a long run (Figure 5).
+
+# %% [markdown]
+# **Token-level loss, per batch or per question: no difference** (+0.003 ± 0.013 and +0.000 ± 0.012): the targets'
+# answer lengths differ little, so the two weightings of D5 nearly coincide. The distinction matters when some
+# questions draw much longer answers than others (long chains of thought on hard problems).
+
+# %% [markdown]
+# **Clip-higher: no measurable effect** (+0.004 ± 0.010 at the end). Its clip fraction is below the control's (0.084
+# against 0.096) because the upper bound clips less, and its entropy at 2,560 answers is lower, not higher (1.70
+# against 1.82, −0.12 ± 0.06, about 2 standard errors: suggestive only). Either way, with 10 tokens per state and a
+# uniform start there is no entropy collapse to prevent.
+
+# %% [markdown]
+# **Overlong shaping hurts badly (−0.520 ± 0.030), and a smaller buffer does not cure it.** At the start 91% of the
+# groups are all wrong (90% on the second stream), and in an all-wrong group the only reward differences are the
+# length penalties, so the whole advantage says "stop earlier": the policy learns to stop (wrong answers of 2.1
+# tokens, entropy 1.19 at 2,560 answers) before it learns to add, and short answers cannot reach large targets. How
+# many answers the penalty hits is set by the 10-token cap more than by the buffer: 39% of the uniform start's answers
+# ($0.9^9$) reach the cap, and the penalty zone holds 53%, 43% and 39% of all answers for $L_{\text{cache}}$ = 4, 2
+# and 1 (printed above the second-stream table). On the second stream a smaller buffer harms less but still badly:
+# shaping ends at 0.456 with $L_{\text{cache}} = 4$, 0.596 with 2 and 0.683 with 1, against 0.985 for that stream's
+# control (−0.302 ± 0.024 even when only answers at the cap are penalised), and every arm's wrong answers shrink to
+# 2.1-2.8 tokens. The group std adds to the harm, and the second stream measures it: without the std shaping ends
+# +0.110 ± 0.028 higher (3.9 standard errors; in an all-wrong group the std turns penalty differences of 0.25-1 into
+# advantages of order 1), and still −0.419 ± 0.022 below the control. Adding dynamic sampling, which filters on
+# *accuracy* so that all-wrong groups never reach the loss, gives 0.920 (0.915 for dynamic sampling alone). DAPO's
+# setting differs in the part that matters: its penalty zone starts at 16,384 tokens, far above the lengths a base
+# model writes at the start of training, so the penalty acts only once answers have grown long; in the toy it hits
+# 39-53% of the answers from the first step.
+
+# %% [markdown]
+# **Overlong filtering: harmless here** (−0.004 ± 0.011); truncated answers are no longer pushed down, so wrong
+# answers are longer (7.54 tokens against 6.91).
+
+# %% [markdown]
+# **Dynamic sampling and DAPO: ahead per step, as DAPO claims; behind per generated answer; the time claim cannot be
+# tested here.** DAPO makes three claims for dynamic sampling. (1) *Each trained batch carries more signal*: in a
+# group whose rewards are all equal, "a zero advantage results in zero policy gradients, shrinking the magnitude and
+# increasing the noise sensitivity of the batch gradient, thereby degrading sample efficiency" (§3.2), and filtering
+# such groups leaves "all prompts in the batch with effective gradients" (§3.2). (2) *Fewer steps*: DAPO beats
+# DeepSeek-R1-Zero-Qwen-32B "using 50% training steps" (Figure 1, whose "x-axis represents the gradient update steps";
+# §1, §4.2), and with dynamic sampling "the model's convergence time is even reduced, due to fewer training steps
+# required" (§4.2). (3) *Little extra time*: "although more data needs to be sampled due to the filtering out of
+# zero-gradient data, the overall training time is not significantly affected" (§4.2), because "the generation time is
+# typically dominated by the generation of long-tail samples if the RL system is synchronized and the generation stage
+# is not pipelined", and "with dynamic sampling the experiment achieves the same performance faster as shown in Figure
+# 6" (§3.2). **The toy confirms (1) and (2).** At first 91% of the groups have no signal; every group dynamic sampling
+# trains on has signal, so every token is pushed and 4 updates clip 2-3 times more tokens (0.26-0.27 against 0.10),
+# and per step DAPO is far ahead (last line of the diagnostics: after 30 steps the control is at 0.65, DAPO ends at
+# 0.92 after 28). **It cannot test (3)**: it has no generation time to measure, and its answers, at most 10 tokens,
+# have no long tail (a synchronous round lasts about as long as its longest answer, whatever the number of prompts in
+# it). **What it adds is the cost per generated answer**, the budget it matches: filling 16 informative groups takes
+# up to 10 rounds (1,280 answers) per step, so dynamic sampling spends the budget in 28 optimizer steps instead of 80
+# and ends at 0.915 (−0.058 ± 0.021; 0.45 at 5,120 answers), DAPO at 0.921 (−0.052 ± 0.013). DAPO's "sample
+# efficiency" (§3.2) is about the samples a batch trains on; per generated sample, the discarded groups are paid for
+# and not learned from. A
+# comparison by steps is how an earlier version of this notebook credited DAPO with a lead that came from about 3
+# times more samples.
+
+# %% [markdown]
+# **Process supervision learns fastest.** At 5,120 answers it is the best variant (0.91 ± 0.02, +0.14 ± 0.02 over this
+# stream's low control, and +0.042 ± 0.017, 2.5 standard errors, over the second stream's); at the end it is level,
+# near the ceiling (+0.012 ± 0.010 here, −0.003 ± 0.003 on the second stream). That is in line with DeepSeekMath's
+# finding that process beats outcome supervision (§5.2.1, Figure 5), here with an exact step verifier, which a learned
+# process reward model is not. Its right answers are longer (4.99 tokens against 4.02): every step that keeps the
+# target reachable is rewarded, and a token collects the rewards of all later steps.
+
+# %% [markdown]
+# **Online RFT: as good as GRPO here** (second stream, 16 replicates: −0.000 ± 0.005 at the end, −0.001 ± 0.021 at
+# 5,120 answers). The toy does **not** reproduce DeepSeekMath's "GRPO surpasses online RFT" (§5.2.1, Figure 5, on
+# DeepSeekMath-Instruct 1.3B). The paper's explanation is the coefficient: GRPO "uniquely adjusts its gradient
+# coefficient based on the reward value provided by the reward model", while online RFT "does not penalize incorrect
+# responses and uniformly reinforces all responses with correct answers at the same level of intensity". In the paper
+# the two also differ in the reward (a rule for online RFT, a learned reward model for GRPO, Table 10); here both get
+# the same exact 0/1 verifier, so only the coefficient differs, and with a 0/1 reward GRPO's graded values carry no
+# more information than right/wrong. Two possible reasons the coefficient does not matter here, neither tested: in a
+# softmax table, raising a right answer's tokens lowers the others at the same states, and online RFT also learns from
+# all-right groups, which GRPO's zero advantage skips.
+
+# %% [markdown]
 # **Replicates.** The 8 replicates of one variant span up to 0.195 in final accuracy (overlong shaping, 0.34-0.53;
 # dynamic sampling 0.80-0.96), more than most differences between variants. The two-replicate table above shows what
 # two seeds would have concluded: for 9 of the 14 comparisons some pair of replicates reports a gain or loss of 2-5
-# points that 8 replicates do not support (IS-KL at −0.050, process supervision at +0.034, both token means at
-# +0.028 and +0.038), and one pair each of dynamic sampling (+0.001), DAPO (−0.001) and shaping + dynamic sampling
-# (−0.015) would have shown little or no cost. All the results here come from one random stream (`gen_seed=0`);
-# the spread over 8 replicates is the only measure of their noise that this notebook reports.
+# points that 8 replicates do not support (IS-KL at −0.050, process supervision at +0.034, both token means at +0.028
+# and +0.038), and one pair each of dynamic sampling (+0.001), DAPO (−0.001) and shaping + dynamic sampling (−0.015)
+# would have shown little or no cost. The main table comes from one random stream (`gen_seed=0`); the second run
+# (`gen_seed=1`, 16 replicates) repeats the control, both KL forms, process supervision and overlong shaping on a
+# fresh stream, and its control is compared with every arm of the main run. The final costs of the KL and of shaping,
+# and process supervision's mid-run lead, hold there; the mid-run lead of the small changes over the control does not
+# (against the second stream's control, at 5,120 answers, they sit between −0.075 for Dr. GRPO and −0.001,
+# process supervision apart).
 
 # %% [markdown]
 # **Maj@K vs Pass@K (DeepSeekMath §5.2.2, Figure 7).** The paper compares the Instruct and RL models at temperature
@@ -1871,7 +2282,7 @@ for label, res in pm.items():
 #
 # Values a correct implementation of this notebook's trainer gives, from the mechanics rather than from luck:
 # every policy starts uniform, so the entropy of the first batch is $\ln 10 = 2.303$ nats per token and its k3 to
-# $\pi_{\text{ref}}$ is exactly 0 (the policy *is* the reference); with 0/1 rewards and about 1% of answers right,
+# $\pi_{\text{ref}}$ is exactly 0 (the policy *is* the reference); with 0/1 rewards and about 1.4% of answers right (W1),
 # about 9 groups in 10 have no signal at first; the 4 updates per batch move the ratios enough that a few percent
 # of tokens are clipped (0 would mean the ratios never leave 1: $\mu = 1$ or a learning rate of zero); the control
 # ends above 90% with its entropy below 0.5 nats and right answers of 2-6 tokens (the digits plus EOS); dynamic
@@ -1931,9 +2342,19 @@ for label, (value, low, high) in checks.items():
 #   micro-batch's share $n_b/N$ of the answers; DAPO's eq. 12 averages tokens per question and then questions (D5). The two differ
 #   when questions' answers differ in total length. And "token-level loss" does not mean the same in DAPO and Dr.
 #   GRPO: Dr. GRPO divides by a constant generation budget (§3.2) and also removes the std, which DAPO keeps.
-# - **Claim (common):** "dynamic sampling makes training more efficient." **Correction:** it makes each *step*
-#   more informative; the groups it discards still cost generation. DAPO counts steps (Figure 1); at a matched
-#   budget of sampled answers the toy's dynamic sampling is behind (−0.058 ± 0.021).
+# - **Claim (a common reading of DAPO):** "dynamic sampling makes RL more sample-efficient", read as: it reaches a
+#   given accuracy with fewer *generated* samples. **Correction:** DAPO's claims are per trained batch, per step
+#   and in time. Groups whose answers are all right or all wrong have zero advantage, "shrinking the magnitude and
+#   increasing the noise sensitivity of the batch gradient, thereby degrading sample efficiency" (§3.2), so filling
+#   the batch with groups that have signal makes each trained sample count; DAPO needs "50% training steps" of
+#   DeepSeek-R1-Zero-Qwen-32B (Figure 1, in gradient updates), and with dynamic sampling "the model's convergence
+#   time is even reduced, due to fewer training steps required" (§4.2); and the extra generation costs little time
+#   because "the generation time is typically dominated by the generation of long-tail samples if the RL system is
+#   synchronized and the generation stage is not pipelined" (§3.2, Figure 6). The discarded groups are still
+#   generated: at a matched budget of generated answers, the budget the toy controls, its dynamic sampling is behind
+#   (−0.058 ± 0.021), while per step it is far ahead, as DAPO says (it spends the budget in 28 steps instead of 80
+#   and ends at 0.915; the control is at 0.65 after 30 steps). The time claim needs long-tail generation on a
+#   synchronous system, which the toy does not have; it is not tested here.
 
 # %% [markdown]
 # ## Exercises
@@ -1949,7 +2370,9 @@ for label, (value, low, high) in checks.items():
 #    $\pi_\theta = \mathrm{softmax}(\theta)$. Give the expected gradient with respect to $\theta_1$ of plain $\hat k_3$
 #    used as a loss, and of $\rho\hat k_3$ (D3), to 3 decimals.
 #
-# Fill in your answers and run the cell; `None` skips a question.
+# Fill in your answers and run the cell; `None` skips a question. The cell computes the answers with this
+# notebook's own functions (`advantages_from_scratch`, `grpo_loss_from_scratch`, `clipped_surrogate_from_scratch`,
+# `k3_from_scratch`) and prints only whether yours match, so it checks your derivation against the code.
 
 # %%
 answers = {
@@ -1961,25 +2384,54 @@ answers = {
     "4_k3": None,       # a number
     "4_rho_k3": None,   # a number
 }
-p_ex = torch.tensor([0.8, 0.2])
-q_ex = torch.tensor([0.5, 0.5])
-expected = {
-    "1_grpo": [1.5, -0.5, -0.5, -0.5],
-    "1_dr_grpo": [0.75, -0.25, -0.25, -0.25],
-    "2_grpo": 1 / (4 * 5),  # -A / (G |o_i|): +0.05, so gradient descent pushes each token down
-    "2_dr_grpo": 1 / (4 * 10),
-    "3": 0.05 * 1.28,
-    # d/d theta_1 of KL(ref||pi) = pi_1 - ref_1; of KL(pi||ref) = pi_1 (log(pi_1/ref_1) - KL(pi||ref))
-    "4_k3": (p_ex[0] - q_ex[0]).item(),
-    "4_rho_k3": (p_ex[0] * ((p_ex[0] / q_ex[0]).log() - (p_ex * (p_ex / q_ex).log()).sum())).item(),
-}
-for key, value in answers.items():
+
+
+def exercise_key():  # the answers, computed by the notebook's functions (nothing is printed)
+    key, r1 = {}, torch.tensor([1.0, 0.0, 0.0, 0.0])
+    key["1_grpo"] = advantages_from_scratch(r1, 4, "group", eps=0.0).tolist()
+    key["1_dr_grpo"] = advantages_from_scratch(r1, 4, "none").tolist()
+    adv2 = torch.tensor([-1.0, 1.0, 0.5, -0.5])  # answer 0 is the wrong one; the others do not matter
+    for name, loss_type in (("2_grpo", "grpo"), ("2_dr_grpo", "dr_grpo")):
+        lp = torch.zeros(4, 5, requires_grad=True)  # on-policy, 5 tokens each
+        loss = grpo_loss_from_scratch(lp, adv2, torch.ones(4, 5), loss_type=loss_type, max_len=10)
+        key[name] = torch.autograd.grad(loss, lp)[0][0, 0].item()
+    ratios = torch.linspace(1.0, 1.5, 50_001, requires_grad=True)  # ratio = pi / pi_old after some update
+    surrogate = clipped_surrogate_from_scratch(ratios.log(), torch.tensor([1.0]), 0.2, 0.28).sum()
+    moving = torch.autograd.grad(surrogate, ratios)[0] != 0  # where the gradient is still nonzero
+    key["3"] = 0.05 * ratios[moving].max().item()
+    theta2 = torch.log(torch.tensor([0.8, 0.2])).requires_grad_(True)
+    ref2 = torch.log(torch.tensor([0.5, 0.5]))
+    for name, weight in (("4_k3", False), ("4_rho_k3", True)):
+        lp = torch.log_softmax(theta2, 0)
+        per_outcome = k3_from_scratch(lp, ref2) * (torch.exp(lp - lp.detach()) if weight else 1.0)
+        key[name] = torch.autograd.grad((lp.exp().detach() * per_outcome).sum(), theta2)[0][0].item()
+    return key
+
+
+key = exercise_key()
+for name, value in answers.items():
     if value is None:
-        print(f"exercise {key}: not answered")
+        print(f"exercise {name}: not answered")
     else:
-        ok = torch.allclose(torch.tensor(value, dtype=torch.float64),
-                            torch.tensor(expected[key], dtype=torch.float64), atol=2e-3)
-        print(f"exercise {key}: {'correct' if ok else 'not yet, try again'}")
+        ok = torch.allclose(torch.tensor(value, dtype=torch.float64), torch.tensor(key[name], dtype=torch.float64),
+                            atol=2e-3)
+        print(f"exercise {name}: {'correct' if ok else 'not yet, try again'}")
+
+# %% [markdown]
+# <details>
+# <summary><b>Solutions</b> (click to open once you have tried)</summary>
+#
+# 1. Mean 0.25, unbiased std $\sqrt{(0.75^2 + 3 \cdot 0.25^2)/3} = 0.5$: GRPO $[1.5, -0.5, -0.5, -0.5]$; Dr. GRPO only
+#    centres, $[0.75, -0.25, -0.25, -0.25]$.
+# 2. $L = -\frac1G\sum_i\frac1{|o_i|}\sum_t \rho_{i,t}\hat A_i$ and $\partial\rho/\partial\log\pi = \rho = 1$, so
+#    $\partial L/\partial\log\pi(o_{i,t}) = -\hat A_i/(G|o_i|) = 1/20 = 0.05$ (gradient descent lowers each token);
+#    Dr. GRPO: $-\hat A_i/(G L_{\max}) = 1/40 = 0.025$.
+# 3. The clipped term binds once $\rho > 1 + \varepsilon_{\text{high}} = 1.28$: $0.05 \times 1.28 = 0.064$.
+# 4. Plain $\hat k_3$ has the forward-KL gradient (D3), $\partial_{\theta_1}\mathrm{KL}(\pi_{\text{ref}}\|\pi_\theta) =
+#    \pi_1 - \pi_{\text{ref},1} = 0.3$; $\rho\hat k_3$ the reverse one, $\pi_1\big(\log\frac{\pi_1}{\pi_{\text{ref},1}} -
+#    \mathrm{KL}(\pi_\theta\|\pi_{\text{ref}})\big) = 0.8\,(\log 1.6 - 0.1927) = 0.2218$.
+#
+# </details>
 
 # %% [markdown]
 # ## References
@@ -1989,11 +2441,14 @@ for key, value in answers.items():
 #   supervision, §4.1.4 iterative RL), §4.2 and Table 5, §5.2 (Figures 5-7: process vs outcome, iterative RL,
 #   Maj@K vs Pass@K). Code (models, evaluation): https://github.com/deepseek-ai/DeepSeek-Math
 # - Z. Liu, C. Chen, W. Li, P. Qi, T. Pang, C. Du, W. S. Lee, M. Lin. *Understanding R1-Zero-Like Training: A
-#   Critical Perspective.* arXiv:2503.20783 (v2), 2025. §3.1-3.2 (length and difficulty biases, Dr. GRPO; Figure 1,
-#   Listing 1).
+#   Critical Perspective.* Conference on Language Modeling (COLM) 2025; arXiv:2503.20783 (v2). §3 (β = 0 with
+#   rule-based verifiers), §3.1-3.2 (length and difficulty biases, Dr. GRPO; Figure 1, Listing 1, Table 2),
+#   Appendix C (Figures 8-9: the bias-term ablation and three seeds), Appendix G (Table 6: gradient clipping 1.0).
 #   Code: https://github.com/sail-sg/understand-r1-zero (`train_zero_math.py`: the constant normaliser and the advantage without std)
 # - Q. Yu, Z. Zhang, R. Zhu, et al. *DAPO: An Open-Source LLM Reinforcement Learning System at Scale.*
-#   arXiv:2503.14476 (v1), 2025. §2.4 (±1 reward), §3.1-3.4 (eqs. 10-13), §4.1, Table 1, Figure 1. Code:
+#   NeurIPS 2025 (poster); arXiv:2503.14476 (v1). §2.3 (no KL), §2.4 (±1 reward), §3.1-3.4 (eqs. 10-13; §3.2 and
+#   §4.2 on dynamic sampling: sample efficiency, training steps and training time, Figure 6), §4.1, Table 1,
+#   Figure 1. Code:
 #   https://github.com/BytedTsinghua-SIA/DAPO (project page, data, weights); the training code is in `volcengine/verl`
 #   (the recipe's commits below are on pull-request branches, #790 and #2090, not on `main`):
 #   `recipe/dapo/README.md` at [04f41b77](https://github.com/volcengine/verl/blob/04f41b77f4d0235d2ef7bada2d2ff6177b0dac23/recipe/dapo/README.md)
@@ -2015,4 +2470,10 @@ for key, value in answers.items():
 #   types, `importance_sampling_level`, `use_bias_correction_kl`, the logged `clip_ratio/*`, `kl`, `entropy`) and
 #   `_generate_and_score_completions` (`mask_truncated_completions`, `scale_rewards`); `trl/trainer/grpo_config.py`;
 #   `trl/rewards/other_rewards.py`, `get_soft_overlong_punishment` (DAPO eq. 13). The course's
-#   `shared/policy_losses.py` follows them and `tests/test_policy_losses.py` checks it against them.
+#   `shared/policy_losses.py` follows them and `tests/test_policy_losses.py` checks it against them. The history of
+#   `trl`'s GRPO loss: [pull request #2881](https://github.com/huggingface/trl/pull/2881) (per-sequence to global
+#   normalisation), [issue #2995](https://github.com/huggingface/trl/issues/2995),
+#   [pull request #3256](https://github.com/huggingface/trl/pull/3256) (`loss_type`, Dr. GRPO).
+# - Second reference implementation: Liger-Kernel 0.8.5, `liger_kernel/chunked_loss/grpo_loss.py`,
+#   `LigerFusedLinearGRPOLoss` (loss types, `importance_sampling_level`, `use_bias_correction_kl`, default False),
+#   https://github.com/linkedin/Liger-Kernel
