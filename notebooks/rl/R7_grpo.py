@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 30
+#     cpu_seconds: 31
 #     id: R7
 #     papers:
 #     - arxiv: '2402.03300'
@@ -15,7 +15,7 @@
 #       title: 'DAPO: An Open-Source LLM Reinforcement Learning System at Scale'
 #       version: v1
 #     part: rl
-#     peak_memory_mb: 846
+#     peak_memory_mb: 841
 #     prerequisites:
 #     - R4
 #     - R6
@@ -54,9 +54,9 @@
 # **Prerequisites:** R4 · PPO (clipped surrogate, advantages) and R6 · DPO (the reference policy and the KL to
 # it), two readings of this part that are not yet in the course (the README lists the readings that are)
 #
-# **CPU run time:** 30 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 31 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 846 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 841 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
@@ -577,7 +577,8 @@ def grpo_loss_from_scratch(logps, advantages, mask, old_logps=None, ref_logps=No
 # dilutes the loss (its example: 25 real tokens over a count of 30, a loss about 17% too small), and
 # [pull request #6439](https://github.com/huggingface/trl/pull/6439) moved the count after the masking. The
 # difference fires only with `mask_truncated_completions=True` and one of those three losses; `grpo`, `bnpo` and
-# `dr_grpo` divide by the masked mask or by a constant.
+# `dr_grpo` divide by the masked mask or by a constant. The `trl` generation check below asserts where 1.16.0 takes
+# the count and prints both counts for its batch of 16 completions.
 #
 # **Soft overlong punishment** (eq. 13), with a hard cap $L_{\max}$ and a buffer $L_{\text{cache}}$:
 #
@@ -1189,12 +1190,14 @@ def train(variants, seeds, steps=80, Q=16, G=8, mu=4, lr=0.1, ckpt=1280, max_rou
 #    `grpo_loss_from_scratch` see the same numbers. Compared: the loss and its gradient for `loss_type` grpo, bnpo,
 #    dr_grpo and dapo (with a `num_items_in_batch` larger than this micro-batch's tokens, as when the generation
 #    batch is split), token and sequence ratios, $\beta = 0$, and $\beta = 0.04$ with and without
-#    `use_bias_correction_kl`, on an off-policy batch that hits both clip bounds; and the metrics `trl` logs
+#    `use_bias_correction_kl`, on an off-policy batch that hits both clip bounds; one pass with gradient
+#    accumulation over 4 micro-batches (D5's rescaling to one optimizer step); and the metrics `trl` logs
 #    (`clip_ratio/region_mean`, `kl`) against the functions the trainer above logs them with (`clip_fraction`, `token_mean`).
 # 2. **`trl`'s group advantages and `mask_truncated_completions`**, run through `trl`'s own
 #    `_generate_and_score_completions` (tiny generation on CPU), against `advantages_from_scratch` for
-#    `scale_rewards` group, batch and none, and against `overlong_filter`; and
-#    `trl.rewards.get_soft_overlong_punishment` against `overlong_penalty`.
+#    `scale_rewards` group, batch and none, and against `overlong_filter`, with `num_items_in_batch` (D7's version
+#    note) against the filtered mask's token count; and `trl.rewards.get_soft_overlong_punishment` against
+#    `overlong_penalty`.
 # 3. **Liger-Kernel's `LigerFusedLinearGRPOLoss`** (`liger_kernel.chunked_loss`, 0.8.5, on CPU), a second
 #    implementation that takes the hidden states and the LM head instead of log-probs, for the same four loss types,
 #    token and sequence ratios, with and without the ratio-weighted KL.
@@ -1292,8 +1295,27 @@ for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo"):
                     kl_t = k3_from_scratch(logps_t, inputs_t["ref_per_token_logps"]) * (ratio_t if kl_ratio else 1)
                     metric_errors[name + "/kl"] = abs(token_mean(kl_t, m).item() - metrics["kl"])
 assert max(metric_errors.values()) < 1e-6, max(metric_errors, key=metric_errors.get)
+# Gradient accumulation: 4 micro-batches per optimizer step, one generation batch per step (trl's default
+# steps_per_generation = gradient_accumulation_steps). grpo, bnpo, dr_grpo divide by the 4 steps; dapo's
+# num_items_in_batch already counts the whole generation batch, so its loss is not divided again.
+trainer.current_gradient_accumulation_steps, trainer.args.steps_per_generation = 4, 4
+trainer.importance_sampling_level, trainer.beta = "token", 0.0
+for loss_type in ("grpo", "bnpo", "dr_grpo", "dapo"):
+    trainer.loss_type = loss_type
+    leaf_trl = logps_t.clone().requires_grad_(True)
+    trainer._get_per_token_logps_and_entropies = lambda *a, leaf=leaf_trl, **k: (leaf, ent_t, None)
+    loss_trl = trainer._compute_loss(trainer.model, inputs_t).detach()
+    ours = grpo_loss_from_scratch(
+        logps_t, inputs_t["advantages"], mask_t, old_logps=inputs_t["old_per_token_logps"], eps_low=0.2,
+        eps_high=0.28, loss_type="dapo" if loss_type in ("bnpo", "dapo") else loss_type, max_len=T_T,
+        n_tokens=inputs_t["num_items_in_batch"] if loss_type == "dapo" else None)
+    name = f"trl {loss_type}/gradient accumulation 4"
+    trl_errors[name] = assert_close(ours / (1 if loss_type == "dapo" else 4), loss_trl, atol=1e-12, rtol=1e-10,
+                                    name=name)
+trainer.current_gradient_accumulation_steps, trainer.args.steps_per_generation = 1, 1
 ratio_t = torch.exp(logps_t - inputs_t["old_per_token_logps"])[mask_t.bool()]
-print(f"vs trl GRPOTrainer._compute_loss: {len(trl_errors)} loss and gradient comparisons, largest error "
+print(f"vs trl GRPOTrainer._compute_loss: {len(trl_errors)} loss and gradient comparisons (4 of them with gradient "
+      f"accumulation over 4 micro-batches: grpo, bnpo, dr_grpo = ours / 4, dapo = ours), largest error "
       f"{error_bound(max(trl_errors.values()), 1e-12)}; {len(metric_errors)} logged metrics (clip fraction, "
       f"kl), largest error {error_bound(max(metric_errors.values()), 1e-7)}; ratios < 0.8: {(ratio_t < 0.8).sum().item()}, "
       f"> 1.28: {(ratio_t > 1.28).sum().item()} of {mask_t.sum().item()} tokens")
@@ -1335,6 +1357,9 @@ err_filter = assert_close(overlong_filter(raw_mask, ids_trl, tokenizer.eos_token
                           atol=0, name="overlong filtering vs trl mask_truncated_completions")
 n_trunc = (~is_eos.any(1)).sum().item()
 assert 0 < n_trunc < len(ids_trl), "the check needs both stopped and truncated completions"
+# trl 1.16 counts num_items_in_batch (dapo's denominator) after the masking; before #6439 it counted raw_mask
+n_items_trl, n_before = int(gen_out["num_items_in_batch"]), int(raw_mask.sum())
+assert n_items_trl == int(overlong_filter(raw_mask, ids_trl, tokenizer.eos_token_id).sum()) < n_before
 trl_penalty = get_soft_overlong_punishment(max_completion_len=20, soft_punish_cache=4)
 lens = torch.arange(10, 26)
 err_pen = assert_close(overlong_penalty(lens.double(), 20, 4), torch.tensor(trl_penalty([[0] * int(n) for n in lens])),
@@ -1342,8 +1367,11 @@ err_pen = assert_close(overlong_penalty(lens.double(), 20, 4), torch.tensor(trl_
 print(f"group advantages vs trl's _generate_and_score_completions, scale_rewards group / batch / none: largest "
       f"error {error_bound(max(adv_errors.values()), 1e-12)} (rewards {rewards_trl.view(-1, G_T).int().tolist()}, "
       f"{n_tied} group(s) all equal)")
-print(f"overlong filtering vs trl: exact (both stopped and truncated completions present); soft overlong "
-      f"punishment vs trl: {error_bound(err_pen, 1e-12)}")
+print(f"overlong filtering vs trl: exact ({len(ids_trl) - n_trunc} stopped, {n_trunc} truncated completions); soft "
+      f"overlong punishment vs trl: {error_bound(err_pen, 1e-12)}")
+print(f"num_items_in_batch: {n_items_trl} tokens, the mask after filtering; before it the mask holds {n_before}, "
+      f"so a count taken before the masking (trl before #6439) would make dapo's loss {n_before / n_items_trl:.1f} "
+      f"times too small on this batch")
 
 # %% [markdown]
 # **Liger-Kernel.** `LigerFusedLinearGRPOLoss` fuses the LM head into the loss: it takes the last hidden states and
@@ -1886,34 +1914,6 @@ print(f"optimizer steps within the budget: DAPO {steps_taken[dapo]:.1f}, dynamic
       f"{final[ctrl].mean():.2f}).")
 
 # %% [markdown]
-# **What two replicates would have said.** The same comparison with the control, but each variant's 8 replicates
-# cut into 4 disjoint pairs, each pair compared with the matching pair of the control's replicates: the 4
-# two-replicate differences a two-seed study could have reported, next to the 8-replicate difference and its
-# standard error. A two-replicate difference is marked `*` (a false effect) when it is at least 0.02 and either the
-# 8-replicate difference is within 2 standard errors of zero or has the opposite sign, and `o` (a missed effect)
-# when the 8-replicate difference is beyond 2 standard errors but the pair's is under 0.02 or of the opposite sign.
-
-# %%
-pairs = torch.arange(n_s).view(-1, 2)  # (4, 2) disjoint pairs of replicates
-two = final[:, pairs].mean(-1) - final[ctrl, pairs].mean(-1)  # (variants, 4) two-replicate differences
-misleading, missed = [], []
-print(f"{'variant':27s} {'8 replicates':>15s} | two-replicate differences (4 disjoint pairs)")
-for i, name in enumerate(names):
-    if i == ctrl:
-        continue
-    d8, se8 = diff_se(final, i, ctrl)
-    noise = abs(d8) < 2 * se8
-    mark = ["*" if ((x * d8 < 0) or noise) and abs(x) >= 0.02 else
-            "o" if not noise and (abs(x) < 0.02 or x * d8 < 0) else " " for x in two[i].tolist()]
-    misleading += [name] if "*" in mark else []
-    missed += [name] if "o" in mark else []
-    print(f"{name:27s} {d8:+.3f} ± {se8:.3f} | " + "  ".join(f"{x:+.3f}{m}" for x, m in
-                                                          zip(two[i].tolist(), mark, strict=True)))
-print(f"{len(misleading)} of {nv - 1} comparisons have a pair reporting an effect of 0.02 or more that 8 replicates "
-      f"do not support (*); {len(missed)} have a pair that misses an effect 8 replicates show (o): {', '.join(missed)}")
-
-
-# %% [markdown]
 # The numbers the discussion below quotes, computed from the tables above so that the text and the run agree:
 
 # %%
@@ -2067,33 +2067,44 @@ print(f"replicates ending below 0.97 (one of the 26 targets is worth about 0.04)
       f"second-run control {int((p_final[0] < 0.97).sum())}/{pn}, online RFT {int((p_final[1] < 0.97).sum())}/{pn}")
 
 # %% [markdown]
-# **Reading the results.** Every run has the same budget of 10,240 sampled answers; "vs control" is the difference of
-# the 8-replicate means with its standard error, so a difference inside about two standard errors is noise. All
-# variants but one learn the task, from 1.4% of answers right (the uniform start, exact, W1; the Maj@K table below
-# measures 1.5% from samples) to 91.5-98.5% (the replicate means, printed under the table). That end point sits near a
-# ceiling (the control at 0.973, the best variant at 0.985), which compresses every difference: "no effect at the end"
-# means no effect that survives to near-perfect accuracy. **At 5,120 answers** the table prints the differences too,
-# and on this stream all ten variants that change little sit above the control, seven of them by more than two
-# standard errors (clip-higher +0.09 ± 0.02, no std and the per-batch token mean +0.08 ± 0.03, even β = 0.04 +0.05 ±
-# 0.02, process supervision +0.14 ± 0.02). That is mostly the control's luck, not the tricks': on the second stream
-# (16 replicates, the second run's table) the control is at 0.85 at 5,120 answers, not 0.76, and β = 0.04 is *below*
-# it there (−0.046 ± 0.021). Against that control (the cross-stream table, whose two streams are independent draws)
-# the main run's small changes are level or behind at 5,120 answers: clip-higher −0.001 ± 0.024, the per-batch token
-# mean −0.005 ± 0.027, no std −0.013 ± 0.029, overlong filtering −0.024 ± 0.019, the per-question token mean −0.035 ±
-# 0.024 and the three β = 0.04 arms −0.037 to −0.056, while the main run's own control is 0.089 ± 0.024 (3.7 standard
-# errors) below it. The lowest of the small changes is Dr. GRPO, −0.075 ± 0.028 (2.7 standard errors); with 14 arms
-# against one control, a gap that large somewhere has a chance of about 0.09 under no effect at all (printed under the
-# table, counting the comparisons as independent, which they are not quite: they share the control), so it is a lead
-# to re-test, not a finding. At the end the same table puts the main run's control and its six small β = 0 changes (no
-# std, Dr. GRPO, both token means, clip-higher, filtering) 0.008-0.021 below the second run's control (the control
-# itself −0.012 ± 0.010, Dr. GRPO lowest at −0.021 ± 0.007), and process supervision level with it. Near the ceiling
-# the final accuracies are lumpy rather than normal: most replicates end at 0.975-1.0 and a minority at 0.91-0.97 (one
-# target of 26 is worth about 0.04); the second run's control drew 1 replicate below 0.97 in 16, the main run's small
-# changes about 1 in 4 (printed under the table). Standard errors from 8-16 replicates of such a distribution
-# understate the tail, so a single gap of one or two points at the end is weak evidence; the two KL forms' difference
-# below counts because it has the same sign and size on both streams. Of the mid-run differences that hold on both
-# streams, process supervision's lead (+0.055 ± 0.019 against the second stream's control) and the large cost of
-# shaping are the clear ones. What the toy shows, trick by trick, follows.
+# **Reading the results: every variant but one learns the task, and the end point sits near a ceiling.** Every run
+# has the same budget of 10,240 sampled answers; "vs control" is the difference of the 8-replicate means with its
+# standard error, so a difference inside about two standard errors is noise. The variants go from 1.4% of answers
+# right (the uniform start, exact, W1; the Maj@K table below measures 1.5% from samples) to 91.5-98.5% (the replicate
+# means, printed under the table). That end point sits near a ceiling (the control at 0.973, the best variant at
+# 0.985), which compresses every difference: "no effect at the end" means no effect that survives to near-perfect
+# accuracy.
+
+# %% [markdown]
+# **At 5,120 answers, the small changes' lead over this run's control is mostly the control's luck.** On this stream
+# all ten variants that change little sit above the control, seven of them by more than two standard errors
+# (clip-higher +0.09 ± 0.02, no std and the per-batch token mean +0.08 ± 0.03, even β = 0.04 +0.05 ± 0.02, process
+# supervision +0.14 ± 0.02). But on the second stream (16 replicates, the second run's table) the control is at 0.85
+# at 5,120 answers, not 0.76, and β = 0.04 is *below* it there (−0.046 ± 0.021). Against that control (the
+# cross-stream table, whose two streams are independent draws):
+#
+# - the main run's small changes are level or behind: clip-higher −0.001 ± 0.024, the per-batch token mean
+#   −0.005 ± 0.027, no std −0.013 ± 0.029, overlong filtering −0.024 ± 0.019, the per-question token mean
+#   −0.035 ± 0.024 and the three β = 0.04 arms −0.037 to −0.056;
+# - the main run's own control is 0.089 ± 0.024 (3.7 standard errors) below it;
+# - the lowest of the small changes is Dr. GRPO, −0.075 ± 0.028 (2.7 standard errors). With 14 arms against one
+#   control, a gap that large somewhere has a chance of about 0.09 under no effect at all (printed under the table,
+#   counting the comparisons as independent, which they are not quite: they share the control), so it is a lead to
+#   re-test, not a finding.
+
+# %% [markdown]
+# **At the end, gaps of a point or two are weak evidence; the clear effects are the ones both streams show.** The
+# cross-stream table puts the main run's control and its six small β = 0 changes (no std, Dr. GRPO, both token means,
+# clip-higher, filtering) 0.008-0.021 below the second run's control (the control itself −0.012 ± 0.010, Dr. GRPO
+# lowest at −0.021 ± 0.007), and process supervision level with it. Near the ceiling the final accuracies are lumpy
+# rather than normal: most replicates end at 0.975-1.0 and a minority at 0.91-0.97 (one target of 26 is worth about
+# 0.04); the second run's control drew 1 replicate below 0.97 in 16, the main run's small changes about 1 in 4
+# (printed under the table). Standard errors from 8-16 replicates of such a distribution understate the tail, so a
+# single gap of one or two points at the end is weak evidence; the two KL forms' difference below counts because it
+# has the same sign and size on both streams. Of the mid-run differences that hold on both streams, process
+# supervision's lead (this run's arm +0.055 ± 0.019 against the second run's control; the second run's own arm
+# +0.042 ± 0.017 against the same control) and the large cost of shaping are the clear ones. What the toy shows,
+# trick by trick, follows.
 
 # %% [markdown]
 # **The KL term costs accuracy, and its gradient matters.** GRPO with DeepSeekMath's β = 0.04 (plain k3) ends 3.7
@@ -2128,15 +2139,17 @@ print(f"replicates ending below 0.97 (one of the 26 targets is worth about 0.04)
 # dropping the std (−0.001 ± 0.011 at the end), Dr. GRPO's full change (−0.010 ± 0.012) and the per-batch token mean
 # (+0.003 ± 0.013; the closest arm to Figure 8's "without length normalisation": it keeps the std and drops $1/|o_i|$,
 # but divides by the batch's token count, not a constant) all end level with the control, and mid-run, against the
-# second stream's control, none is ahead (−0.013 ± 0.029, −0.075 ± 0.028, −0.005 ± 0.027). So the accuracy claim is
-# **not reproduced at this scale**: the end point is near the ceiling, and the toy has no questions that stay too hard
-# or too easy (the std's difficulty bias) and no long answers (the length bias). The length effect is there, small:
-# the three variants that drop the $1/|o_i|$ normaliser (Dr. GRPO, both token-mean forms: 6.73-6.78 tokens) sample
-# shorter wrong answers during training than the six plain variants that keep it and change only β, the std or the
-# clip range (6.91-7.00; printed above), by about 0.16 tokens between Dr. GRPO and the control, about 2.5 standard
-# errors (variants that also change the reward or the data, such as overlong filtering at 7.54 or process supervision
-# at 6.16, are not comparable): the bias of D5, at the scale of answers of at most 10 tokens. The paper's effect is
-# responses growing by hundreds of tokens over a long run (Figure 5).
+# second stream's control, none is ahead (−0.013 ± 0.029, −0.075 ± 0.028, −0.005 ± 0.027). Against that control Dr.
+# GRPO also ends the lowest of the six small β = 0 changes (−0.021 ± 0.007, 2.9 standard errors; 4 of its 8 replicates
+# end below 0.97, 1 of that control's 16): weak evidence near a lumpy ceiling, but in the direction opposite to
+# Appendix C's. So the accuracy claim is **not reproduced at this scale**: the end point is near the ceiling, and the
+# toy has no questions that stay too hard or too easy (the std's difficulty bias) and no long answers (the length
+# bias). The length effect is there, small: the three variants that drop the $1/|o_i|$ normaliser (Dr. GRPO, both
+# token-mean forms: 6.73-6.78 tokens) sample shorter wrong answers during training than the six plain variants that
+# keep it and change only β, the std or the clip range (6.91-7.00; printed above), by about 0.16 tokens between Dr.
+# GRPO and the control, about 2.5 standard errors (variants that also change the reward or the data, such as overlong
+# filtering at 7.54 or process supervision at 6.16, are not comparable): the bias of D5, at the scale of answers of at
+# most 10 tokens. The paper's effect is responses growing by hundreds of tokens over a long run (Figure 5).
 
 # %% [markdown]
 # **Token-level loss, per batch or per question: no difference** (+0.003 ± 0.013 and +0.000 ± 0.012): the targets'
@@ -2173,61 +2186,120 @@ print(f"replicates ending below 0.97 (one of the 26 targets is worth about 0.04)
 
 # %% [markdown]
 # **Dynamic sampling and DAPO: ahead per step, as DAPO claims; behind per generated answer; the time claim cannot be
-# tested here.** DAPO makes three claims for dynamic sampling. (1) *Each trained batch carries more signal*: in a
-# group whose rewards are all equal, "a zero advantage results in zero policy gradients, shrinking the magnitude and
-# increasing the noise sensitivity of the batch gradient, thereby degrading sample efficiency" (§3.2), and filtering
-# such groups leaves "all prompts in the batch with effective gradients" (§3.2). (2) *Fewer steps*: DAPO beats
-# DeepSeek-R1-Zero-Qwen-32B "using 50% training steps" (Figure 1, whose "x-axis represents the gradient update steps";
-# §1, §4.2), and with dynamic sampling "the model's convergence time is even reduced, due to fewer training steps
-# required" (§4.2). (3) *Little extra time*: "although more data needs to be sampled due to the filtering out of
-# zero-gradient data, the overall training time is not significantly affected" (§4.2), because "the generation time is
-# typically dominated by the generation of long-tail samples if the RL system is synchronized and the generation stage
-# is not pipelined", and "with dynamic sampling the experiment achieves the same performance faster as shown in Figure
-# 6" (§3.2). **The toy confirms (1) and (2).** At first 91% of the groups have no signal; every group dynamic sampling
-# trains on has signal, so every token is pushed and 4 updates clip 2-3 times more tokens (0.26-0.27 against 0.10),
-# and per step DAPO is far ahead (last line of the diagnostics: after 30 steps the control is at 0.65, DAPO ends at
-# 0.92 after 28). **It cannot test (3)**: it has no generation time to measure, and its answers, at most 10 tokens,
-# have no long tail (a synchronous round lasts about as long as its longest answer, whatever the number of prompts in
-# it). **What it adds is the cost per generated answer**, the budget it matches: filling 16 informative groups takes
-# up to 10 rounds (1,280 answers) per step, so dynamic sampling spends the budget in 28 optimizer steps instead of 80
-# and ends at 0.915 (−0.058 ± 0.021; 0.45 at 5,120 answers), DAPO at 0.921 (−0.052 ± 0.013). DAPO's "sample
-# efficiency" (§3.2) is about the samples a batch trains on; per generated sample, the discarded groups are paid for
-# and not learned from. A
-# comparison by steps is how an earlier version of this notebook credited DAPO with a lead that came from about 3
-# times more samples.
+# tested here.** DAPO makes three claims for dynamic sampling:
+#
+# 1. *Each trained batch carries more signal*: in a group whose rewards are all equal, "a zero advantage results in
+#    zero policy gradients, shrinking the magnitude and increasing the noise sensitivity of the batch gradient,
+#    thereby degrading sample efficiency" (§3.2), and filtering such groups leaves "all prompts in the batch with
+#    effective gradients" (§3.2).
+# 2. *Fewer steps*: DAPO beats DeepSeek-R1-Zero-Qwen-32B "using 50% training steps" (Figure 1, whose "x-axis
+#    represents the gradient update steps"; §1, §4.2), and with dynamic sampling "the model's convergence time is
+#    even reduced, due to fewer training steps required" (§4.2).
+# 3. *Little extra time*: "although more data needs to be sampled due to the filtering out of zero-gradient data, the
+#    overall training time is not significantly affected" (§4.2), because "the generation time is typically
+#    dominated by the generation of long-tail samples if the RL system is synchronized and the generation stage is
+#    not pipelined", and "with dynamic sampling the experiment achieves the same performance faster as shown in
+#    Figure 6" (§3.2).
 
 # %% [markdown]
-# **Process supervision learns fastest.** At 5,120 answers it is the best variant (0.91 ± 0.02, +0.14 ± 0.02 over this
-# stream's low control, and +0.042 ± 0.017, 2.5 standard errors, over the second stream's); at the end it is level,
-# near the ceiling (+0.012 ± 0.010 here, −0.003 ± 0.003 on the second stream). That is in line with DeepSeekMath's
-# finding that process beats outcome supervision (§5.2.1, Figure 5), here with an exact step verifier, which a learned
-# process reward model is not. Its right answers are longer (4.99 tokens against 4.02): every step that keeps the
-# target reachable is rewarded, and a token collects the rewards of all later steps.
+# **What the toy shows, claim by claim: (2) holds, (1) holds by construction, (3) is out of reach, and the cost per
+# answer is high.**
+#
+# - **(1) holds by construction.** At first 91% of the groups have no signal. Every group dynamic sampling keeps has
+#   both right and wrong answers, so every answer in it has a nonzero advantage and every token is pushed. What the
+#   toy adds is the consequence: 4 updates clip 2-3 times more tokens (0.26-0.27 against 0.10).
+# - **The toy confirms (2).** Per step DAPO is far ahead (last line of the diagnostics: after 30 steps the control is
+#   at 0.65; DAPO ends at 0.92 after 28).
+# - **It cannot test (3).** It has no generation time to measure, and its answers, at most 10 tokens, have no long
+#   tail (a synchronous round lasts about as long as its longest answer, whatever the number of prompts in it).
+# - **Per generated answer, the budget it matches, dynamic sampling is behind.** Filling 16 informative groups takes
+#   up to 10 rounds (1,280 answers) per step, so dynamic sampling spends the budget in 28 optimizer steps instead of
+#   80 and ends at 0.915 (−0.058 ± 0.021; 0.45 at 5,120 answers), DAPO at 0.921 (−0.052 ± 0.013). DAPO's "sample
+#   efficiency" (§3.2) is about the samples a batch trains on; per generated sample, the discarded groups are paid
+#   for and not learned from. A comparison by steps is how an earlier version of this notebook credited DAPO with a
+#   lead that came from about 3 times more samples.
 
 # %% [markdown]
-# **Online RFT: as good as GRPO here** (second stream, 16 replicates: −0.000 ± 0.005 at the end, −0.001 ± 0.021 at
-# 5,120 answers). The toy does **not** reproduce DeepSeekMath's "GRPO surpasses online RFT" (§5.2.1, Figure 5, on
-# DeepSeekMath-Instruct 1.3B). The paper's explanation is the coefficient: GRPO "uniquely adjusts its gradient
-# coefficient based on the reward value provided by the reward model", while online RFT "does not penalize incorrect
-# responses and uniformly reinforces all responses with correct answers at the same level of intensity". In the paper
-# the two also differ in the reward (a rule for online RFT, a learned reward model for GRPO, Table 10); here both get
-# the same exact 0/1 verifier, so only the coefficient differs, and with a 0/1 reward GRPO's graded values carry no
-# more information than right/wrong. Two possible reasons the coefficient does not matter here, neither tested: in a
-# softmax table, raising a right answer's tokens lowers the others at the same states, and online RFT also learns from
-# all-right groups, which GRPO's zero advantage skips.
+# **Process supervision learns fastest.** At 5,120 answers it is the best variant: this run's arm is at 0.91 ± 0.02,
+# +0.14 ± 0.02 over this run's low control. The lead holds against the second run's control, for both arms: the second
+# run's own process arm is +0.042 ± 0.017 (2.5 standard errors) above it, and this run's arm +0.055 ± 0.019 (3.0, the
+# cross-stream table); the two arms share that control, so they are two replications of the arm, not of the
+# comparison. At the end it is level, near the ceiling (+0.012 ± 0.010 here, −0.003 ± 0.003 on the second stream).
+# That is in line with DeepSeekMath's finding that process beats outcome supervision (§5.2.1, Figure 5), here with an
+# exact step verifier, which a learned process reward model is not. Its right answers are longer (4.99 tokens against
+# 4.02): every step that keeps the target reachable is rewarded, and a token collects the rewards of all later steps.
+
+# %% [markdown]
+# **Online RFT: as good as GRPO here, on average** (second stream, 16 replicates: −0.000 ± 0.005 at the end, −0.001 ±
+# 0.021 at 5,120 answers), though its final accuracies spread twice as wide (std 0.020 against the control's 0.010; 5
+# of 16 replicates end below 0.97, against 1). The toy does **not** reproduce DeepSeekMath's "GRPO surpasses online
+# RFT" (§5.2.1, Figure 5, on DeepSeekMath-Instruct 1.3B). The paper's explanation is the coefficient: GRPO "uniquely
+# adjusts its gradient coefficient based on the reward value provided by the reward model", while online RFT "does not
+# penalize incorrect responses and uniformly reinforces all responses with correct answers at the same level of
+# intensity". In the paper the two also differ in the reward (a rule for online RFT, a learned reward model for GRPO,
+# Table 10); here both get the same exact 0/1 verifier, so only the coefficient differs, and with a 0/1 reward GRPO's
+# graded values carry no more information than right/wrong. Two possible reasons the coefficient does not matter here,
+# neither tested: in a softmax table, raising a right answer's tokens lowers the others at the same states, and online
+# RFT also learns from all-right groups, which GRPO's zero advantage skips.
+
+# %% [markdown]
+# **What two replicates would have said.** With both runs in hand: the same comparison with the control, but each
+# variant's 8 replicates cut into 4 disjoint pairs, each pair compared with the matching pair of the control's
+# replicates: the 4 two-replicate differences a two-seed study could have reported, next to the 8-replicate difference
+# and its standard error. An effect counts as real when the 8-replicate difference is beyond 2 standard errors, or,
+# for the four arms the second run repeats (the two KL forms, process supervision, overlong shaping), when that run's
+# 16-replicate difference is. A two-replicate difference is marked `*` (an effect the replicates do not support) when
+# it is at least 0.02 and either there is no real effect or the real one has the other sign, and `o` (a missed effect)
+# when there is a real effect but the pair's difference is under 0.02 or of the other sign.
+
+# %%
+pairs = torch.arange(n_s).view(-1, 2)  # (4, 2) disjoint pairs of replicates
+two = final[:, pairs].mean(-1) - final[ctrl, pairs].mean(-1)  # (variants, 4) two-replicate differences
+misleading, missed = [], []
+print(f"{'variant':27s} {'8 replicates':>15s} {'second run (16)':>16s} | two-replicate differences (4 disjoint pairs)")
+for i, name in enumerate(names):
+    if i == ctrl:
+        continue
+    d8, se8 = diff_se(final, i, ctrl)
+    d, real = d8, abs(d8) >= 2 * se8
+    d16, se16 = diff_se_p(p_final, pv.index(name)) if name in pv else (math.nan, math.nan)
+    if not real and abs(d16) >= 2 * se16:  # the second run's 16 replicates show an effect 8 replicates miss
+        d, real = d16, True
+    mark = ["*" if ((x * d < 0) or not real) and abs(x) >= 0.02 else
+            "o" if real and (abs(x) < 0.02 or x * d < 0) else " " for x in two[i].tolist()]
+    misleading += [name] if "*" in mark else []
+    missed += [name] if "o" in mark else []
+    col16 = f"{d16:+.3f} ± {se16:.3f}" if name in pv else ""
+    print(f"{name:27s} {d8:+.3f} ± {se8:.3f} {col16:>16s} | " + "  ".join(f"{x:+.3f}{m}" for x, m in
+                                                                        zip(two[i].tolist(), mark, strict=True)))
+print(f"{len(misleading)} of {nv - 1} comparisons have a pair reporting an effect of 0.02 or more that the replicates "
+      f"do not support (*); {len(missed)} have a pair that misses a real effect (o): {', '.join(missed)}")
+isk = names.index("GRPO b=0.04, IS-KL (trl)")
+(d8, se8), (d16, se16) = diff_se(final, isk, ctrl), diff_se_p(p_final, pv.index(names[isk]))
+assert abs(d8) < 2 * se8 and abs(d16) >= 2 * se16  # the example the text draws: 8 replicates miss a real effect
+print(f"IS-KL's cost: {d8:+.3f} ± {se8:.3f} ({abs(d8) / se8:.1f} SE) with 8 replicates, {d16:+.3f} ± {se16:.3f} "
+      f"({abs(d16) / se16:.1f} SE) with the second run's 16")
+
 
 # %% [markdown]
 # **Replicates.** The 8 replicates of one variant span up to 0.195 in final accuracy (overlong shaping, 0.34-0.53;
 # dynamic sampling 0.80-0.96), more than most differences between variants. The two-replicate table above shows what
-# two seeds would have concluded: for 9 of the 14 comparisons some pair of replicates reports a gain or loss of 2-5
-# points that 8 replicates do not support (IS-KL at −0.050, process supervision at +0.034, both token means at +0.028
-# and +0.038), and one pair each of dynamic sampling (+0.001), DAPO (−0.001) and shaping + dynamic sampling (−0.015)
-# would have shown little or no cost. The main table comes from one random stream (`gen_seed=0`); the second run
-# (`gen_seed=1`, 16 replicates) repeats the control, both KL forms, process supervision and overlong shaping on a
-# fresh stream, and its control is compared with every arm of the main run. The final costs of the KL and of shaping,
-# and process supervision's mid-run lead, hold there; the mid-run lead of the small changes over the control does not
-# (against the second stream's control, at 5,120 answers, they sit between −0.075 for Dr. GRPO and −0.001,
-# process supervision apart).
+# two seeds would have concluded, and it errs in both directions:
+#
+# - **Unsupported effects.** For 8 of the 14 comparisons some pair of replicates reports a gain or loss of 2-4 points
+#   that the replicates do not support (process supervision at +0.034, both token means at +0.028 and +0.038,
+#   Dr. GRPO at −0.038).
+# - **Missed effects.** One pair each of dynamic sampling (+0.001), DAPO (−0.001) and shaping + dynamic sampling
+#   (−0.015) would have shown little or no cost. IS-KL is the sharper lesson: its cost is real, −0.025 ± 0.005
+#   (5.0 standard errors) with the second run's 16 replicates, yet within 2 standard errors with this run's 8
+#   (−0.016 ± 0.012, printed under the table), and two of its four pairs would have missed it (−0.013) or reversed
+#   it (+0.020). Two replicates, and even 8, can miss a 2-point effect.
+# - **A second stream.** The main table comes from one random stream (`gen_seed=0`); the second run (`gen_seed=1`,
+#   16 replicates) repeats the control, both KL forms, process supervision and overlong shaping on a fresh stream,
+#   and its control is compared with every arm of the main run. The final costs of the KL and of shaping, and
+#   process supervision's mid-run lead, hold there; the mid-run lead of the small changes over the control does not
+#   (against the second stream's control, at 5,120 answers, they sit between −0.075 for Dr. GRPO and −0.001,
+#   process supervision apart).
 
 # %% [markdown]
 # **Maj@K vs Pass@K (DeepSeekMath §5.2.2, Figure 7).** The paper compares the Instruct and RL models at temperature
