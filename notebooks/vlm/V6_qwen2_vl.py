@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 28
+#     cpu_seconds: 25
 #     id: V6
 #     papers:
 #     - arxiv: '2409.12191'
@@ -9,7 +9,7 @@
 #         at Any Resolution'
 #       version: v2
 #     part: vlm
-#     peak_memory_mb: 772
+#     peak_memory_mb: 765
 #     prerequisites:
 #     - F2
 #     - V1
@@ -40,46 +40,29 @@
 # `QwenLM/Qwen2-VL`, renamed to `Qwen2.5-VL` and then to `Qwen3-VL`; the old addresses redirect)
 #
 # **Prerequisites:** [F2 · Positional encodings](../foundations/F2_positional_encodings.ipynb) (RoPE, rotate-half
-# layout), [V1 · ViT](V1_vit.ipynb) (patches, the ViT block)
+# layout); V1 · ViT (patches, the ViT block; not yet written, see the syllabus row V1)
 #
-# **CPU run time:** 28 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 25 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 772 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 765 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
 #
-# - **Resizing:** `smart_resize` keeps the aspect ratio and rounds each side to a multiple of 28. Each image costs
-#   its visual tokens + 2 markers (`<|vision_start|>`, `<|vision_end|>`): 64 + 2 = 66 for 224x224 (§2.1), 1230 + 2
-#   for a 12 MP photo under the class defaults and 15552 + 2 under the released cap (6.1's table counts the
-#   visual tokens only).
-# - **Model:** a 675M ViT with 2D RoPE, an MLP merging each 2x2 block into one LLM token, and **M-RoPE**:
-#   (temporal, height, width) ids in the LLM, plain 1D RoPE on text.
-# - **Evidence:** Table 7, dynamic resolution gets 75.89 on InfoVQA with 1924 tokens (best fixed: 77.27 with 3136)
-#   and the best OCRBench (866 vs ≤ 828). Table 8 (a 1.5B-LLM ablation), M-RoPE over 1D RoPE: +1.8 points on
-#   average over the 3 video benchmarks, +0.8 over the 8 image ones; the largest single gain is MathVista's +4.2 (e).
-# - **Toy (f):** with the rotary code as the only position signal, the released split (scaled to 16 pairs:
-#   [4, 6, 6]) cannot tell left from right and Qwen3-VL's interleaved layout can; with a per-cell position vector
-#   (the ViT's role) all three codes, 1D RoPE included, reach about 0.99, and the toy no longer separates them.
-# - **Bug:** `transformers` from 5.3.0 on (5.23 and 5.24 included) breaks the paper's "largest id + 1" rule after
-#   any video with more temporal patches than merged rows and columns: at 448 x 448, 17 s or more (§7).
+# - **Resizing:** `smart_resize` keeps the aspect ratio with sides a multiple of 28; 224x224 costs 64 tokens + 2 markers (§2.1).
+# - **Model:** a 675M ViT with 2D RoPE, an MLP merging 2x2 tokens into one, and M-RoPE: (time, height, width) ids, 1D on text.
+# - **Evidence:** dynamic resolution (1924 tokens on average) is best on OCRBench and within 1.4 points of the best fixed budget on the other three (Table 7); M-RoPE gains more on video than on images (+1.8 vs +0.8 on average, Table 8).
+# - **Toy (f):** with rotary ids alone the released split cannot tell left from right, Qwen3-VL's interleaving can; with a per-cell position vector all three codes reach ~0.99.
+# - **Bugs:** `transformers` ≥ 5.3.0 starts text after a long video below the largest id + 1 (17 s+ at 448 px); 5.2.0 starts generation at the prompt length.
 
 # %% [markdown]
 # ## 中文速览
 #
-# - **缩放：**`smart_resize` 保持长宽比、把两边取整到 28 的倍数。每张图占"视觉 token + 2 个标记"
-#   （`<|vision_start|>`、`<|vision_end|>`）：224x224 为 64 + 2 = 66 个（§2.1），1200 万像素的照片在类默认值下为
-#   1230 + 2 个，在发布模型的上限下为 15552 + 2 个（6.1 的表只数视觉 token）。
-# - **模型：**675M 参数、带 2D RoPE 的 ViT，一个把每 2x2 个 token 合并成一个 LLM token 的 MLP，以及 **M-RoPE**：
-#   LLM 中的（时间、高、宽）位置 id，文本上就是普通 1D RoPE。
-# - **证据：**表 7，动态分辨率用 1924 个 token 在 InfoVQA 上得 75.89（最佳固定预算：3136 个 token 得 77.27），
-#   OCRBench 最高（866 对 ≤ 828）。表 8（1.5B LLM 的消融），M-RoPE 相对 1D RoPE：3 个视频基准平均 +1.8 分，
-#   8 个图像基准平均 +0.8 分；单项最大提升是 MathVista 的 +4.2（(e)）。
-# - **小实验 (f)：**旋转编码是唯一位置信号时，发布版划分（缩放到 16 对：[4, 6, 6]）分不清左右，Qwen3-VL 的
-#   交错布局可以；给每个格子加一个位置向量（ViT 的作用）后，三种编码（包括 1D RoPE）都达到约 0.99，小实验
-#   不再能区分它们。
-# - **Bug：**`transformers` 从 5.3.0 起（包括 5.23 和 5.24）在视频的时间块数多于合并后的行数和列数时违反论文
-#   "最大 id + 1"的规则：448 x 448 时即 17 秒及以上（§7）。
+# - **缩放：**`smart_resize` 保持长宽比，两边取整到 28 的倍数；224x224 占 64 个 token + 2 个标记（§2.1）。
+# - **模型：**675M 参数、带 2D RoPE 的 ViT，把 2x2 个 token 合成一个的 MLP，以及 M-RoPE：（时间、高、宽）id，文本上为 1D。
+# - **证据：**动态分辨率（平均 1924 个 token）在 OCRBench 上最好，其余三个基准与最佳固定预算相差不到 1.4 分（表 7）；M-RoPE 在视频上的提升大于图像（平均 +1.8 对 +0.8，表 8）。
+# - **小实验 (f)：**只有旋转位置编码时，发布版划分分不清左右，Qwen3-VL 的交错布局可以；加上每格位置向量后三种编码都约达 0.99。
+# - **Bug：**`transformers` ≥ 5.3.0 在长视频（448 像素时 17 秒及以上）之后让文本从低于"最大 id + 1"处开始；5.2.0 从提示长度处开始生成。
 
 # %% [markdown]
 # ## Setup
@@ -135,31 +118,36 @@ print("torch", torch.__version__, "| transformers", transformers.__version__)
 # an image into a 1D sequence puts the pixel below a given one a whole row of tokens away, and the ids of a
 # long video run into the tens of thousands.
 #
-# The paper measures both fixes. Table 7 (Qwen2-VL-7B): fixed budgets of 64 / 576 / 1600 / 3136 image tokens
-# score 28.85 / 65.72 / 74.99 / 77.27 on InfoVQA and 572 / 828 / 824 / 786 on OCRBench; dynamic resolution
-# scores 75.89 and **866** with 1924 tokens on average: "no single fixed resolution achieves optimal performance
-# across all benchmarks" (§3.3.1). Table 8 (§3.3.2: "We employ Qwen2-1.5B and ViT-L as the backbone and report
-# the results of the pre-trained models"), M-RoPE vs 1D RoPE: on video 46.0 vs 43.9 (NextQA), 57.9 vs 55.5 (STAR),
-# 47.4 vs 46.6 (PerceptionTest); on images 43.4 vs 39.2 (MathVista) and 60.6 vs 58.6 (MMBench), 0 to +0.5 on
-# four more (MMStar, DocVQA, ChartQA, TextVQA), and slightly lower on RealWorldQA (53.7 vs 54.5) and InfoVQA
-# (50.3 vs 50.8). The paper concludes that M-RoPE does better downstream, "particularly in video benchmarks";
-# (e) computes the mean gain of each group. Figure 5 (§3.3.2, Video-MME medium-length videos): the 72B model,
-# trained with at most 16K tokens per video, still performs robustly at inference lengths up to 80K tokens.
+# The paper measures both fixes. Table 7 (Qwen2-VL-7B): fixed budgets of 64 / 576 / 1600 / 3136 image tokens score
+# 28.85 / 65.72 / 74.99 / 77.27 on InfoVQA and 572 / 828 / 824 / 786 on OCRBench; dynamic resolution scores 75.89
+# and **866** with 1924 tokens on average: "no single fixed resolution achieves optimal performance across all
+# benchmarks" (§3.3.1; Table 7's other columns, RealWorldQA and MMMU, are in (e)). Table 8 (§3.3.2: "We employ
+# Qwen2-1.5B and ViT-L as the backbone and report the results of the pre-trained models"), M-RoPE vs 1D RoPE: on
+# video 46.0 vs 43.9 (NextQA), 57.9 vs 55.5 (STAR), 47.4 vs 46.6 (PerceptionTest); on images 43.4 vs 39.2
+# (MathVista) and 60.6 vs 58.6 (MMBench), 0 to +0.5 on four more (MMStar, DocVQA, ChartQA, TextVQA), and slightly
+# lower on RealWorldQA (53.7 vs 54.5) and InfoVQA (50.3 vs 50.8). The paper concludes that M-RoPE does better
+# downstream, "particularly in video benchmarks"; (e) computes the mean gain of each group. Figure 5 (§3.3.2,
+# Video-MME medium-length videos): the 72B model, trained with at most 16K tokens per video, still performs
+# robustly at inference lengths up to 80K tokens.
+#
+# **Headline results** (Tables 2 and 4): Qwen2-VL-72B scores 96.5 on DocVQA and 877 on OCRBench (GPT-4o: 92.8
+# and 736) but 64.5 on MMMU (GPT-4o: 69.1); the 7B scores 94.5, 866 and 54.1. On video the 72B gets 77.9 on
+# EgoSchema (GPT-4o: 72.2) and 71.2 / 77.8 on Video-MME without / with subtitles (GPT-4o: 71.9 / 77.2).
 #
 # **Where it comes from.** Qwen-VL ([arXiv:2308.12966](https://arxiv.org/abs/2308.12966)) fed a 1.9B ViT-bigG
-# images at one fixed size (448x448 after its first stage) and squeezed them into 256 tokens with a
-# cross-attention adapter of learned queries. NaViT ([arXiv:2307.06304](https://arxiv.org/abs/2307.06304),
-# "Patch n' Pack") showed that a ViT can read images at their native aspect ratio by packing the patches of
-# many images into one sequence with per-image attention masks. The paper cites it (Dehghani et al., 2024) for
-# "naive dynamic resolution" and packs the same way: "At the inference stage, images of varying resolutions are
-# packed into a single sequence" (§2.1; `cu_seqlens` in `transformers`, block-diagonal attention, checked in §7).
-# Where NaViT uses factorised position embeddings, Qwen2-VL removes the absolute position embeddings of the DFN
-# ViT it starts from and uses 2D RoPE (§2.1, §2.2): RoFormer's rotary embedding
-# ([arXiv:2104.09864](https://arxiv.org/abs/2104.09864), F2) applied to rows and columns, carried into the LLM
-# as M-RoPE. The same 675M tower serves the 2B, 7B and 72B models (Table 1). **What came after:** Qwen2.5-VL
-# ([arXiv:2502.13923](https://arxiv.org/abs/2502.13923), V7) aligns the temporal id with absolute time and adds
-# window attention to the ViT; Qwen3-VL interleaves the M-RoPE axes over the frequencies (the `"interleaved"`
-# layout of `shared.mrope`), so that every axis gets fast and slow pairs; compare the split of derivation 6.
+# images at one fixed size (448x448 after its first stage) and squeezed them into 256 tokens with a cross-attention
+# adapter of learned queries. NaViT ([arXiv:2307.06304](https://arxiv.org/abs/2307.06304), "Patch n' Pack") showed
+# that a ViT can read images at their native aspect ratio by packing the patches of many images into one sequence
+# with per-image attention masks. The paper cites it (Dehghani et al., 2024) for "naive dynamic resolution" and
+# packs the same way: "At the inference stage, images of varying resolutions are packed into a single sequence"
+# (§2.1; `cu_seqlens` in `transformers`, block-diagonal attention, checked in §7). Where NaViT uses factorised
+# position embeddings, Qwen2-VL removes the absolute position embeddings of the DFN ViT it starts from and uses 2D
+# RoPE (§2.1, §2.2): RoFormer's rotary embedding ([arXiv:2104.09864](https://arxiv.org/abs/2104.09864), F2) applied
+# to rows and columns, carried into the LLM as M-RoPE. The same 675M tower serves the 2B, 7B and 72B models (Table
+# 1). **What came after:** Qwen2.5-VL ([arXiv:2502.13923](https://arxiv.org/abs/2502.13923), reading V7, not yet
+# written) aligns the temporal id with absolute time and adds window attention to the ViT; Qwen3-VL interleaves the
+# M-RoPE axes over the frequencies (the `"interleaved"` layout of `shared.mrope`), so that every axis gets fast and
+# slow pairs; compare the split of derivation 6.
 
 # %% [markdown]
 # ## Derivations
@@ -487,6 +475,8 @@ def linear_params(module: torch.nn.Module) -> int:
                for p in m.parameters(recurse=False))
 
 
+# (hidden, layers, MLP width, heads, kv heads); vocab 152064 below is the 7B/72B value (the released 2B has
+# 151936, tied): no printed number depends on it except the 7B total
 LLM_SHAPES = {"2B": (1536, 28, 8960, 12, 2), "7B": (3584, 28, 18944, 28, 4), "72B": (8192, 80, 29568, 64, 8)}
 llm_cost, llm_params = {}, {}  # name: (linear params, layers, attention width); name: all parameters
 with torch.device("meta"):
@@ -617,7 +607,8 @@ print(f"grace_hopper.jpg: grid {grid_thw[0].tolist()} -> {n_photo} x <|image_pad
 # course does not install) samples `nframes` $=$ duration $\times$ 2 fps, rounded down to an even number and at
 # least 4 (`smart_nframes`), at `linspace(0, total - 1, nframes).round()`; it resizes every frame with
 # `smart_resize` between `VIDEO_MIN_TOKEN_NUM` $= 128$ and `VIDEO_MAX_TOKEN_NUM` $= 768$ tokens' worth of
-# pixels (further capped by a total budget of $0.9 \cdot 128000 \cdot 28^2$ pixels over all frames). Each pair
+# pixels, further capped by a total budget of $0.9 \cdot 128000 \cdot 28^2$ pixels spent over the temporal
+# patches (each frame gets at most `total_pixels / nframes * 2`, since two frames make one patch). Each pair
 # of frames is one temporal patch (derivation 2), so the clip becomes $T = 3$ temporal patches: one per second.
 
 # %%
@@ -864,14 +855,14 @@ print(f"ViT features {f_shape}: max abs error {f_err}; merged tokens {t_shape}: 
 
 # %% [markdown]
 # **The video path.** `transformers`' own video processor (`Qwen2VLVideoProcessor`) imports `torchvision`, which
-# the course does not install, so 6.7's rows cannot be compared with it directly; instead the video path is
-# checked against a plain convolution and against the tower, and the sampling against a transcription of
-# `qwen-vl-utils` (6.7). First the layout of 6.7's video rows against a plain `torch` `Conv3d` with kernel = stride
-# = (2, 14, 14) run over the whole (channel, time, height, width) video, which never sees `patchify`: row $r$
-# must equal the convolution's output at that row's (temporal patch, patch row, patch column). Then the tower's
-# video path (three temporal patches, each its own attention segment) against `vit_forward`. Since the
-# segments are per temporal patch, the ViT never mixes information across seconds: time is mixed only inside
-# a 2-frame tube and, later, by the LLM through the temporal ids:
+# the course does not install, so 6.7's rows cannot be compared with it directly; instead the video path is checked
+# against a plain convolution and against the tower. The frame sampling itself is computed with a transcription of
+# `qwen-vl-utils` (6.7), not checked against the running package. First the layout of 6.7's video rows against a
+# plain `torch` `Conv3d` with kernel = stride = (2, 14, 14) run over the whole (channel, time, height, width)
+# video, which never sees `patchify`: row $r$ must equal the convolution's output at that row's (temporal patch,
+# patch row, patch column). Then the tower's video path (three temporal patches, each its own attention segment)
+# against `vit_forward`. Since the segments are per temporal patch, the ViT never mixes information across seconds:
+# time is mixed only inside a 2-frame tube and, later, by the LLM through the temporal ids:
 
 # %%
 with torch.no_grad():
@@ -1055,11 +1046,23 @@ for name, logits in moved.items():
 #   ("Fix Qwen2.5VL temporal grid positions"), repaired the temporal ids inside the video only: the advance is
 #   unchanged in 5.23.0 and in 5.24.0, the latest release, so that text would still start at 31, inside the
 #   video's temporal range 15..347.
-# - **When it fires.** An image's largest id is $s + \max(H', W') - 1$, so both rules agree on images. A video's
-#   is $s + \max(T, H', W') - 1$, so they differ exactly when $T > \max(H', W')$. With `qwen-vl-utils` at 2 fps,
-#   $T = \lfloor \text{duration in s} \rfloor$ temporal patches, and $\max(H', W')$ is the longer resized side
-#   over 28: at 448 x 448, any video of 17 s or more. The total-pixel budget of long videos lowers the
-#   resolution, which makes it fire earlier. `get_rope_index` itself shows it below (ids only, no model).
+# - **5.2.0 generates from the wrong id.** 4.49 to 5.2 follow the paper's rule for where blocks start, but
+#   decoding also reads `rope_deltas`, and in 5.2.0 Qwen2-VL's `get_rope_index` clamps it at 0:
+#   `mrope_position_deltas.append(max(llm_positions.max() + 1 - len(total_input_ids[i]), 0))`
+#   ([`modeling_qwen2_vl.py` at v5.2.0](https://github.com/huggingface/transformers/blob/v5.2.0/src/transformers/models/qwen2_vl/modeling_qwen2_vl.py)).
+#   Of the releases read for this (4.49.0, 4.51.3, 4.52.0, 4.52.1, 4.57.6, 5.0.0, 5.1.0, 5.2.0, 5.3.0, 5.17.0,
+#   5.18.0, 5.24.0 and the installed 5.23), only 5.2.0 has the clamp: not its neighbours 5.1.0 and 5.3.0, and
+#   not Qwen2.5-VL's code in 5.2.0. Any image or video with at least 2 merged rows and 2 merged columns has more
+#   tokens than ids, so the true delta is negative and the clamp fires: generation continues at the prompt
+#   length, not at the largest id + 1. On 6.4's sequence the delta of -12 becomes 0 and the first generated
+#   token gets id 31 instead of 19 (5.2.0's function run from its wheel, outside this notebook; the course pins
+#   5.23). So of those releases, 4.49.0 to 5.1.0 have both the paper's block starts and an unclamped delta.
+# - **When it fires.** An image's largest id is $s + \max(H', W') - 1$, so both rules agree on images. A video's is
+#   $s + \max(T, H', W') - 1$, so they differ exactly when $T > \max(H', W')$. With `qwen-vl-utils` at 2 fps,
+#   $T = \lfloor \text{duration in s} \rfloor$ temporal patches up to 384 (its cap of 768 frames), and
+#   $\max(H', W')$ is the longer resized side over 28: at 448 x 448, any video of 17 s or more. The total-pixel budget of long videos
+#   lowers the resolution, which makes it fire earlier. `get_rope_index` itself shows it below (ids only, no
+#   model).
 # - **What it costs in practice.** Fine-tuning on such videos with code that leaves the ids to `transformers`
 #   5.3 or later trains on positions that vLLM and `transformers` 4.x will not reproduce at inference: a
 #   mismatch between training and serving. The official fine-tuning scripts are not affected: they compute
@@ -1248,7 +1251,8 @@ print(f"paper rule: id {int(paper_ids[0, 0, -1])} both ways (= 29 + 4.57's rope_
 # - [PR #48669](https://github.com/huggingface/transformers/pull/48669) keeps the interval in floating point and
 #   floors after multiplying ("Quantization happens after multiplying by the grid index", its description).
 #   5.18.0 is the first release with it; 5.23 computes `(torch.arange(llm_grid_t) * time_interval).long()`, as
-#   `shared.mrope` does (V7 checks it).
+#   `shared.mrope` does; [`tests/test_mrope.py`](../../tests/test_mrope.py)
+#   (`test_fractional_second_per_grid_is_scaled_before_flooring`) checks that against `transformers` 5.23.
 #
 # The PR's reading is the right one, because the code it must match does the same: vLLM at the pinned commit
 # (`get_mrope_input_positions` above, which takes `second_per_grid_ts`) computes
@@ -1383,15 +1387,16 @@ print(f"Qwen2-VL-7B in all: LLM {llm_7b / 1e9:.2f}B (Table 1: 7.6B) + ViT {vit_t
 # %% [markdown]
 # 675.8M for the 7B, matching Table 1's 675M; Table 1 lists 675M for all three sizes, but counted exactly the
 # 2B's tower is 665.3M and the 72B's 699.4M, since the shared 631.2M body feeds a merger sized for each LLM.
-# The model called Qwen2-VL-7B (§2, Table 1) has 8.3B parameters in all, which is why the abstract, §1 and the
-# conclusion speak of "2B, 8B, and 72B" models.
+# The model called Qwen2-VL-7B (§2, Table 1) has 8.3B parameters in all, which is why the paper gives the total
+# sizes as "2B, 8B, and 72B" (abstract), "2 billion, 8 billion, and 72 billion" (§1) and "2, 8, and 72 billion"
+# (conclusion).
 #
 # **(e) The paper's own ablations, and what each teaches.** Quoted from the paper (no rerun is possible
 # without the trained models); the right column says which part of this reading it bears on.
 #
 # | ablation | setting | result | lesson |
 # |---|---|---|---|
-# | Table 7, §3.3.1 | Qwen2-VL-7B, fixed 64 / 576 / 1600 / 3136 tokens vs dynamic (1924 on average) | InfoVQA 28.85 / 65.72 / 74.99 / 77.27 vs 75.89; OCRBench 572 / 828 / 824 / 786 vs 866 | dynamic resolution is near the best fixed budget on InfoVQA with 61% of its tokens, and best on OCRBench, where more fixed tokens even hurt (786 at 3136) |
+# | Table 7, §3.3.1 | Qwen2-VL-7B, fixed 64 / 576 / 1600 / 3136 tokens vs dynamic (1924 on average) | InfoVQA 28.85 / 65.72 / 74.99 / 77.27 vs 75.89; RealWorldQA 56.47 / 65.88 / 69.54 / 70.59 vs 70.07; OCRBench 572 / 828 / 824 / 786 vs 866; MMMU 53.33 / 52.78 / 52.89 / 53.44 vs 53.44 | dynamic resolution is near the best fixed budget on InfoVQA and RealWorldQA with 61% of its tokens, ties it on MMMU, and is best on OCRBench, where more fixed tokens even hurt (786 at 3136): the paper's "no single fixed resolution achieves optimal performance across all benchmarks" |
 # | Table 8, §3.3.2 (all 11 columns in the cell below) | pre-trained models, Qwen2-1.5B LLM + ViT-L, 1D RoPE vs M-RoPE | video: NextQA 43.9 vs 46.0, STAR 55.5 vs 57.9, PerceptionTest 46.6 vs 47.4; image: MathVista 39.2 vs 43.4, MMBench 58.6 vs 60.6, four more within 0 to +0.5, RealWorldQA 54.5 vs 53.7, InfoVQA 50.8 vs 50.3 | M-RoPE is ahead on all 3 video benchmarks and, on average, gains more there (+1.8 vs +0.8 points, computed below), which is the paper's "particularly in video benchmarks"; but the largest single gain is an image one (MathVista +4.2), MMBench's +2.0 is as large as NextQA's +2.1, and the other six image columns move by less than 1 point either way. One run per arm, no spread reported: small differences are not established |
 # | Figure 5, §3.3.2 | Qwen2-VL-72B on Video-MME (medium) at inference lengths up to 80K tokens | robust beyond the 16K training length | the small ids of (c) are what lets video length extrapolate |
 # | Figure 4, §3.3.1 | Qwen2-VL-7B, small images upscaled to above a given `min_pixels` before inference | upscaling helps perception tasks (InfoVQA, HallusionBench, OCRBench), which the paper attributes to the extra computation; too high a `min_pixels` hurts OCRBench, whose many tiny images become out of distribution when blown up; MMMU barely moves | `min_pixels` is a knob worth tuning per task: more tokens help until the resize leaves the training distribution |
@@ -1419,7 +1424,9 @@ for group, cols in TABLE8.items():
 # - **Long videos** (§3.2.6): in the Video-MME evaluation "we limited the maximum number of frames extracted per
 #   video to 768 during evaluation, potentially impacting performance on longer videos. Future work will focus
 #   on extending Qwen2-VL to support longer sequences". In training, videos were capped at 16384 tokens by
-#   lowering the frame resolution (§2.1).
+#   lowering the frame resolution (§2.1). The same 768 bounds the "videos over 20 minutes" of §1 in practice:
+#   `qwen-vl-utils` samples at most `FPS_MAX_FRAMES` $= 768$ frames, so above 384 s the rate falls below 2 fps;
+#   a 20-minute video gets 768 frames (0.64 fps), $T = 384$ temporal patches.
 # - **Navigation and 3D space** (§3.2.7): on vision-language navigation (R2R, REVERIE) Qwen2-VL-72B is
 #   comparable to GPT-4o, "but both models fall significantly behind current specialized VLN models"; the paper
 #   attributes the gap to "the incomplete and unstructured map information generated by the model from multiple
@@ -1713,8 +1720,9 @@ for task in ("height", "width"):  # sampled against enumerated: every held-out r
 #   $\Delta = 8\Delta h + \Delta w$, and the sign of $\Delta w$ is not a function of $\Delta$ ($\Delta = 3$ is
 #   $(0, +3)$ or $(+1, -5)$). The enumeration bounds what one signal can give: 0.757 from $\Delta$, 0.746 from
 #   $\Delta \bmod 8$, 0.754 from A's column (which reaches the head through the softmax normaliser over the
-#   bounded grid). The two together determine the label ($w_B = (w_A + \Delta) \bmod 8$: 1.000), so 0.591 is what
-#   250 steps of one head find, not a limit of the code; the toy does not show which signal the head uses.
+#   bounded grid). The two together determine the label ($w_B = (w_A + \Delta) \bmod 8$: 1.000), so the
+#   information is there; 0.591 is what 250 steps of one head find. Whether one head can read A's column through
+#   the softmax normaliser with more steps is not tested here, and the toy does not show which signal it uses.
 # - **Height.** 1D RoPE is good but not perfect (0.965 ± 0.007): the raster id orders rows, but the offsets
 #   $8\Delta h + \Delta w$ of neighbouring rows overlap, and $\Delta$ alone allows at most 0.971. The best seed's
 #   0.975 lies above that by about one standard error of its 2000 held-out pairs (0.004); since $\Delta$ with A's
@@ -1837,7 +1845,7 @@ assert toy_range["sectioned width at 500 steps, max |acc - majority|"] < 0.02
 #   vLLM and the Qwen team's `rope2d.py`, so at 2 fps the id advances once per second (derivation 5, 6.7).
 # - **Claim:** Qwen2-VL-7B has 7B parameters. **Correction:** its LLM has 7.6B and its ViT 0.68B, 8.3B in all
 #   (counted in (d)); the paper names it Qwen2-VL-7B (§2, Table 1) but gives the three models' total sizes as
-#   2B, 8B and 72B in the abstract, §1 and the conclusion.
+#   2B, 8B and 72B (the abstract's words; §1 and the conclusion write them out in billions).
 # - **Claim:** the three M-RoPE axes share the frequency spectrum. **Correction:** with the released
 #   `mrope_section` $[16, 24, 24]$ time gets the 16 fastest pairs and width the 24 slowest (derivation 6, 6.5);
 #   the toy of Reproduction (f) shows what that costs a single attention head.
@@ -1921,11 +1929,11 @@ print(f"exercises: 1225 tokens; (1440, 11); (2520, 4480, 14400); same-row score 
 # %% [markdown]
 # ## References
 #
-# - Peng Wang, Shuai Bai, Sinan Tan, et al. *Qwen2-VL: Enhancing Vision-Language Model's Perception of the World
-#   at Any Resolution.* arXiv:2409.12191v2, 2024 (the version cited throughout). Abstract, §1 and Conclusion
-#   (fixed resolutions, 1D positions, "2B, 8B, and 72B"), §2 and Table 1 (675M ViT, 7.6B LLM), §2.1 (naive
-#   dynamic resolution, 2D RoPE, 2x2 MLP merger, 66 tokens for 224 × 224, M-RoPE, 2 fps, two identical frames
-#   per image, 16384 tokens per video), §2.2 and §2.2.1 (three training stages, data, data format), §3.1 and
+# - Peng Wang, Shuai Bai, Sinan Tan, et al. *Qwen2-VL: Enhancing Vision-Language Model's Perception of the World at
+#   Any Resolution.* arXiv:2409.12191v2, 2024 (the version cited throughout). Abstract, §1 and Conclusion (fixed
+#   resolutions, 1D positions, the 2B / 8B / 72B total sizes), §2 and Table 1 (675M ViT, 7.6B LLM), §2.1 (naive
+#   dynamic resolution, 2D RoPE, 2x2 MLP merger, 66 tokens for 224 × 224, M-RoPE, 2 fps, two identical frames per
+#   image, 16384 tokens per video), §2.2 and §2.2.1 (three training stages, data, data format), §3.1 and
 #   §3.2.6-§3.2.7 (MMMU, the 768-frame cap, navigation), Table 7, Figure 4 and §3.3.1 (dynamic vs fixed tokens,
 #   `min_pixels` / `max_pixels`, upscaling small images), Table 8 and Figure 5 in §3.3.2 (M-RoPE ablation and
 #   extrapolation), Figure 6 in §3.3.3 (model and data scaling).
@@ -1937,7 +1945,7 @@ print(f"exercises: 1225 tokens; (1440, 11); (2520, 4480, 14400); same-row score 
 #   Released processor limits: [Qwen2-VL-7B-Instruct `preprocessor_config.json`](https://huggingface.co/Qwen/Qwen2-VL-7B-Instruct/blob/main/preprocessor_config.json)
 #   and its model card.
 # - Lineage: Qwen-VL, arXiv:2308.12966; NaViT (Patch n' Pack), arXiv:2307.06304; RoFormer (RoPE),
-#   arXiv:2104.09864; Qwen2.5-VL, arXiv:2502.13923 §2.1.3 (time-aligned M-RoPE): reading V7.
+#   arXiv:2104.09864; Qwen2.5-VL, arXiv:2502.13923 §2.1.3 (time-aligned M-RoPE): reading V7 (not yet written).
 # - Reference implementation used in §7: `transformers` 5.23.0,
 #   `models/qwen2_vl/image_processing_pil_qwen2_vl.py` (`smart_resize`, `Qwen2VLImageProcessorPil`),
 #   `models/qwen2_vl/modeling_qwen2_vl.py` (`PatchEmbed`, `PatchMerger`, `Qwen2VLVisionRotaryEmbedding`,
