@@ -32,7 +32,8 @@
 # **Paper:** Authors, *Title*, Venue Year. [arXiv:0000.00000](https://arxiv.org/abs/0000.00000) ·
 # **Official code:** [owner/repo](https://github.com/owner/repo)
 #
-# **Prerequisites:** [F1 · The Transformer](../foundations/F1_transformer.ipynb) (links to the readings this one builds on)
+# **Prerequisites:** F1 · The Transformer (link each reading this one builds on, relative to this notebook; name one not yet
+# written in plain text: the contract check fails on a link that does not resolve)
 #
 # **CPU run time:** 4 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #

@@ -134,6 +134,21 @@ def test_code_cell_without_prose_fails_in_derivations_and_walkthrough(reading, t
     assert any(f"{title}: code cell starting 'y = 2'" in p for p in found), found
 
 
+def test_dead_relative_link_fails(reading):
+    links = (
+        "See [F1 · The Transformer](F1_transformer.ipynb) and [the paper](https://arxiv.org/abs/1706.03762)."
+    )
+
+    def edit(nb):
+        nb.cells[0].source += "\n\n" + links
+
+    found = problems_after(reading, edit)
+    assert [p for p in found if p.startswith("links:")] == [
+        "links: [F1_transformer.ipynb] does not resolve from foundations/ "
+        "(a reading not yet written is named in plain text, not linked)"
+    ], found
+
+
 def test_reference_check_needs_an_assert(reading):
     def edit(nb):
         for c in nb.cells:

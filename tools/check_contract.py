@@ -10,7 +10,8 @@ and peak memory equal to the metadata); the eleven sections in order; a Colab-on
 ``nbval-skip`` and a seed in Setup; a markdown cell before each code cell of Derivations and Walkthrough
 (they may interleave, so a derivation sits beside its code); at least one ``assert`` in the reference
 check; a "What a healthy run prints" heading in Reproduction followed by a code cell; stored outputs from
-one top-to-bottom run (execution counts 1, 2, 3, ...) with no errors. Exit 1 on any problem, listing them
+one top-to-bottom run (execution counts 1, 2, 3, ...) with no errors; every relative link in the markdown
+resolving to a file (a reading not yet written is named in plain text). Exit 1 on any problem, listing them
 all.
 """
 
@@ -207,6 +208,25 @@ def check_outputs(nb: nbformat.NotebookNode) -> list[str]:
     return problems
 
 
+LOCAL_LINK = re.compile(r"\]\((?!https?://|mailto:|#)([^)\s]+)\)")
+
+
+def check_links(path: Path, nb: nbformat.NotebookNode) -> list[str]:
+    """Every relative link in the markdown resolves to a file of the repository (no dead prerequisites)."""
+    problems = []
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        for target in LOCAL_LINK.findall(cell.source):
+            file = target.split("#", 1)[0]
+            if file and not (path.parent / file).exists():
+                problems.append(
+                    f"links: [{target}] does not resolve from {path.parent.name}/ "
+                    "(a reading not yet written is named in plain text, not linked)"
+                )
+    return problems
+
+
 def check(path: Path) -> list[str]:
     """Every contract problem of one notebook (empty when it keeps the contract)."""
     path = path.resolve()
@@ -217,6 +237,7 @@ def check(path: Path) -> list[str]:
         + check_title_block(path, nb)
         + check_sections(nb, is_template)
         + check_outputs(nb)
+        + check_links(path, nb)
     )
 
 

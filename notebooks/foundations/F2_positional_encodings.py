@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 36
+#     cpu_seconds: 32
 #     id: F2
 #     papers:
 #     - arxiv: '2104.09864'
@@ -29,7 +29,7 @@
 #       title: The Llama 3 Herd of Models
 #       version: v3
 #     part: foundations
-#     peak_memory_mb: 1008
+#     peak_memory_mb: 991
 #     prerequisites:
 #     - F1
 #     title: 'Positional encodings: sinusoidal to RoPE to long context'
@@ -75,12 +75,12 @@
 # [jquesnelle/yarn](https://github.com/jquesnelle/yarn) (NTK-aware, Dynamic NTK, YaRN) ·
 # [ofirpress/attention_with_linear_biases](https://github.com/ofirpress/attention_with_linear_biases)
 #
-# **Prerequisites:** [F1 · The Transformer](F1_transformer.ipynb) (attention, the sinusoidal encoding).
+# **Prerequisites:** F1 · The Transformer (not yet written) (attention, the sinusoidal encoding).
 # **Next:** 2D RoPE and M-RoPE for images and video in [V6 · Qwen2-VL](../vlm/V6_qwen2_vl.ipynb).
 #
-# **CPU run time:** 36 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 32 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 1008 MB
+# **Peak memory:** 991 MB
 
 # %% [markdown]
 # ## TL;DR
@@ -88,7 +88,7 @@
 # - **RoPE** rotates pair `i` of `q` and `k` by `m·θ_i`, `θ_i = b^{−2i/d}`, so `q_m·k_n` depends on `n − m` only (RoFormer v5 eq. 16): the sinusoidal encoding's shift property, applied multiplicatively.
 # - **Past the trained length `L`** the slow pairs reach unseen angles. **PI** divides every `θ_i` by `s = L'/L`; **NTK-aware** raises the base to `b·s^{d/(d−2)}`; **YaRN** ramps each pair, by its turns `r_i` over `L`, between `θ_i` and `θ_i/s` (`γ(r) = (r−α)/(β−α)`, eq. 18) and scales cos/sin by `√(1/t) = 0.1 ln s + 1` (eq. 22, a fit); Llama 3.1's `llama3` is that ramp with `β = 4` and no temperature.
 # - **Papers' evidence, all fine-tuned:** PI takes LLaMA 7B from 2K to 32K in 1,000 steps (PG-19 perplexity 6.77 at 32K, v2 Table 1); at `s = 2` YaRN matches PI with 2.5× fewer tokens (3.35 vs 3.34, YaRN v2 Table 1) and at `s = 32` reaches 128K (Table 2).
-# - **Toy** (one attention layer trained at `L = 64`, 8 seeds, no fine-tuning, two head splits): vanilla RoPE holds to `2L`–`4L`, then falls (0.58 and 0.72 at `8L`); YaRN beats vanilla and PI at `8L`; its temperature changes nothing; ALiBi stays flat from a lower start.
+# - **Toy** (one attention layer trained at `L = 64`, 8 seeds, no fine-tuning, two head splits): vanilla RoPE holds to `2L`–`4L`, then falls (0.58 and 0.72 at `8L`); YaRN beats vanilla and PI at `8L`; its temperature moves accuracy there by 0.02 or less on average (asserted within 0.03); ALiBi stays flat from a lower start, on a task that needs only the last few tokens.
 
 # %% [markdown]
 # ## 中文速览
@@ -96,7 +96,7 @@
 # - **RoPE** 把 `q`、`k` 的第 `i` 对维度旋转 `m·θ_i`（`θ_i = b^{−2i/d}`），于是 `q_m·k_n` 只依赖 `n − m`（RoFormer v5 式 16）：即正弦位置编码的平移性质，改为乘在 `q`、`k` 上。
 # - **超过训练长度 `L`** 后，慢维度对转到未见过的角度。**PI** 把所有 `θ_i` 除以 `s = L'/L`；**NTK-aware** 把底数改为 `b·s^{d/(d−2)}`；**YaRN** 按每对在 `L` 内的圈数 `r_i` 在 `θ_i` 与 `θ_i/s` 之间做斜坡（`γ(r) = (r−α)/(β−α)`，式 18），并把 cos/sin 乘以 `√(1/t) = 0.1 ln s + 1`（式 22，拟合所得）；Llama 3.1 的 `llama3` 是 `β = 4`、无温度的同一斜坡。
 # - **论文证据（均经微调）：** PI 用 1000 步把 LLaMA 7B 从 2K 扩到 32K（PG-19 困惑度 32K 处 6.77，v2 表 1）；`s = 2` 时 YaRN 用少 2.5 倍的 token 追平 PI（3.35 对 3.34，YaRN v2 表 1），`s = 32` 时达到 128K（表 2）。
-# - **小实验**（单层注意力，在 `L = 64` 上训练，8 个种子，不微调，两种头划分）：原始 RoPE 撑到 `2L`–`4L` 后下降（`8L` 处 0.58 与 0.72）；`8L` 处 YaRN 优于原始 RoPE 和 PI；其温度没有作用；ALiBi 不随长度下降，但起点更低。
+# - **小实验**（单层注意力，在 `L = 64` 上训练，8 个种子，不微调，两种头划分）：原始 RoPE 撑到 `2L`–`4L` 后下降（`8L` 处 0.58 与 0.72）；`8L` 处 YaRN 优于原始 RoPE 和 PI；其温度对 `8L` 准确率的平均影响不超过 0.02（断言在 0.03 之内）；ALiBi 不随长度下降，但起点更低，而且该任务只需要最近几个 token。
 
 # %% [markdown]
 # ## Setup
@@ -160,7 +160,7 @@ print("torch", torch.__version__)
 # |---|---|---|
 # | PI v2 Table 1 (PG-19, 100 test books) | LLaMA 7B, `L = 2048`; PI fine-tuned 1,000 steps to 32,768 | original: 7.20 at 2,048, >10³ at 4,096 and beyond; PI: 7.23 / 6.91 / 6.77 at 2,048 / 8,192 / 32,768 |
 # | PI v2 Table 3 (PG-19) | LLaMA 7B, PI to 8,192, by fine-tuning step | 16.10 at step 0 (no fine-tuning), 7.12 at 200, 6.95 at 1,000 |
-# | PI v2 Table 4 (passkey, largest distance retrieved) | LLaMA 7B to 8,192 | PI: 8,192 after 200 steps; direct fine-tuning (FT): 2,560 after 10,000 |
+# | PI v2 Table 4 (passkey; `k_max`, the largest distance `k` with at least 20 % retrieval success at every `k′ ≤ k`, §3.3) | LLaMA 7B to 8,192 | PI: 8,192 after 200 steps; direct fine-tuning (FT): 2,560 after 10,000 |
 # | YaRN v2 Table 1 (Proof-pile, 10 documents) | Llama 2 7B, 4,096 → 8,192 (`s = 2`) | at 8,192: PI (1B tokens) 3.34, NTK-aware (base 20k, 1B) 3.59, YaRN (400M) 3.35; at 10,240, past the fine-tuned 8K: 8.07 / 6.24 / 6.04 |
 # | YaRN v2 Table 2 (same documents) | Llama 2 7B, `s = 32`, fine-tuned on 64K sequences only (§4.2) | YaRN 3.56 at 8,192 and 2.37 at 131,072; Together's 32K PI model >10⁴ and Code Llama (NTK-aware) 2.71 at 131,072 |
 #
@@ -169,6 +169,17 @@ print("torch", torch.__version__)
 # training steps than previous methods": §4 puts the 10× against Code Llama and the 2.5× against PI, and
 # Table 1 is the like-for-like comparison behind the latter ("the same methodology but 2.5x less training
 # steps and data", §4.3.1).
+#
+# **What the extension costs inside the original window** (the papers' own numbers, after fine-tuning):
+#
+# - PI v2 §3.2: on Proof-pile at 2,048 tokens, "a degradation ranging from 0.01 to 0.05" in perplexity for
+#   all PI-extended models. §3.4 and Table 5 (zero-shot benchmarks within 2,048 tokens): "a degradation of
+#   up to 2%" for the models extended to 8,192, though the table's 7B model fine-tuned on the Pile loses
+#   2.9 points on BoolQ (76.1 → 73.2). Longer extensions lose more, most on BoolQ: 69.8 at 16K and 64.7 at
+#   32K.
+# - YaRN v2 §4.3.3 and Table 3 (ARC-c / HellaSwag / MMLU / TruthfulQA of the Open LLM benchmarks): Llama 2
+#   7B scores 53.1 / 77.8 / 43.8 / 39.0, YaRN `s = 32` (128K) 52.1 / 78.4 / 41.7 / 37.3; on 13B, MMLU falls
+#   from 55.8 to 51.9. The paper calls this "minimal performance degradation".
 #
 # Training at the long length from the start costs attention's quadratic price on every step, so in
 # practice models are pretrained short (Llama 3: 8K tokens, then a continued pre-training stage to 128K,
@@ -419,7 +430,8 @@ print(f"exact Σ cos(Δθ_i) rises on {rises} of the 2000 one-token steps; large
 #
 # PI (v2 §2.2, eq. 3) reads the score as a function of the offset, `a(s) = Re Σ_j h_j e^{isθ_j}`, a sum of
 # `d/2` sinusoids. Fit such a sum to random values at the integer offsets `0 … L−1` (least squares, as the
-# paper's App. C.1 does for LLaMA 7B's `d = 128`, `L = 2048`): inside `[0, L]` it stays near the data, but
+# paper's App. C.1 does for LLaMA 7B's `d = 128`, `L = 2048`): inside `[0, L]` it stays bounded (PI's
+# caption: "approximately within [−1, 1]"; here `max |a| ≤ 0.58`, printed below), but
 # nothing controls it past `L`, where "it may goes beyond 8000". Between integers it stays smooth. Theorem
 # 2.1 (eq. 5) bounds how far `a` can stray from the straight line `a_linear` between two integer neighbours
 # `s₁ < s < s₂`:
@@ -437,9 +449,11 @@ print(f"exact Σ cos(Δθ_i) rises on {rises} of the 2000 one-token steps; large
 # `1 − e^{−x} < x`, so the exact sum is larger: 3.998 against `d/(4 ln c)` = 3.474 at `d = 128`,
 # `c = 10⁴` (printed below), i.e. the exact sum is 15 % larger than PI's constant, and the in-phase worst
 # case below exceeds eq. 5 as printed by 9 %; the exact form
-# `max|h_j| · (1−c^{−2})/(1−c^{−4/d}) · (s−s₁)(s₂−s)/2` is a bound. PI v2 App. A writes this step as an
-# inequality: it bounds the sum by `1/(1−c^{−4/d})` (eq. 13, a valid step: it drops the factor `1−c^{−2} < 1`)
-# and then by `d/(4 ln c)` (eq. 14), justified by "when x<0 and c>1, c^x ≤ 1+x ln c" (the wording of the
+# `max|h_j| · (1−c^{−2})/(1−c^{−4/d}) · (s−s₁)(s₂−s)/2` is a bound. PI v2 App. A reaches its constant in two
+# steps. Eq. 13 writes `Σ_{j=0}^{d/2−1} c^{−4j/d} = 1/(1−c^{−4/d})` as an
+# *equality*, which holds only for the infinite series; for the finite sum it is an upper bound (it drops
+# the factor `1−c^{−2} < 1`), a harmless direction. Eq. 14 then bounds `1/(1−c^{−4/d})` by `d/(4 ln c)`,
+# justified by "when x<0 and c>1, c^x ≤ 1+x ln c" (the wording of the
 # HTML rendering of the paper on ar5iv). That lemma is backwards:
 # `c^x = e^{x ln c}` is convex, so it lies *above* its tangent at 0, `c^x ≥ 1 + x ln c` for every `x`
 # (e.g. `c = 10⁴`, `x = −1`: `10⁻⁴ ≥ 1 − 9.21`). With `x = −4/d` it gives `1 − c^{−4/d} ≤ (4 ln c)/d`, an
@@ -549,7 +563,7 @@ assert ratios["in phase, h_j = 1"] * closed_form / pi_constant > 1, "PI's consta
 # %% [markdown]
 # The smaller the regularisation, the wilder the extrapolation (PI's own solve in App. C.1 uses `eps = 0.000`
 # in float32, since its `freqs` are `.float()` and its offsets `torch.zeros(L)`; its caption says the fit
-# "may goes beyond 8000"), while every fit stays near the data inside `[0, L)`. A strong ridge (`eps = 1`) keeps
+# "may goes beyond 8000"), while every fit stays bounded inside `[0, L)` (`max |a|` 0.50–0.58). A strong ridge (`eps = 1`) keeps
 # the extrapolated values "comparable to that within [0, L]", as PI v2 §2.3 remarks ("if we enforce a
 # regularization on |h_j| during LLM training, it is possible that the catastrophic extrapolation error
 # can be mitigated"): the blow-up comes from large `|h_j|`, which nothing in pre-training discourages.
@@ -685,11 +699,16 @@ for l_now in (32, 64, 128, 256):
 # the authors' correction of the v1 preprint's inverted §3.4; the file left the repository once v2 fixed
 # the text). Dividing the logits by `t < 1` sharpens it back.
 #
-# **Why `ln s`: a derivation from one assumption.** Take one query and `n` keys with logits `λ z_j`, where
-# `λ` is the scale the temperature sets (`λ = 1/t` relative to the trained model). The softmax entropy is
-# exactly
+# **Why `ln s`: a derivation from two assumptions.** Take one query and `n` keys with logits `λ z_j`, where
+# `λ` is the scale the temperature sets (`λ = 1/t` relative to the trained model, whose own scale is
+# `λ_1 = 1`). The softmax entropy is exactly
 #
 # $$H = \ln \sum_j e^{\lambda z_j} - \lambda \sum_j p_j z_j , \qquad p_j = e^{\lambda z_j} \Big/ \sum_k e^{\lambda z_k} .$$
+#
+# Differentiate it at fixed `n`. The first term gives `Σ_j p_j z_j`; the derivative of the mean
+# `Σ_j p_j z_j` is the attention-weighted variance `Var_p(z) = Σ_j p_j z_j² − (Σ_j p_j z_j)²`; so
+#
+# $$\frac{\partial H}{\partial \lambda} = \sum_j p_j z_j - \Big(\sum_j p_j z_j + \lambda\,\mathrm{Var}_p(z)\Big) = -\lambda\,\mathrm{Var}_p(z) \;\le 0 \qquad\text{(exact)}.$$
 #
 # *Assumption (A): the keys are statistically alike*, i.e. the `z_j` behave like `n` draws from one
 # distribution whatever `n` is. With its cumulant generating function `K(λ) = ln E[e^{λz}]`, for large `n`
@@ -697,38 +716,74 @@ for l_now in (32, 64, 128, 256):
 #
 # $$H(n, \lambda) \approx \ln n - G(\lambda), \qquad G(\lambda) = \lambda K'(\lambda) - K(\lambda), \quad G(0) = 0, \quad G'(\lambda) = \lambda K''(\lambda) > 0 .$$
 #
-# At a fixed scale, `s` times more keys add `ln s` nats. To keep the entropy at its trained value `H_L` the
-# scale must solve `G(λ_s) = G(λ_1) + ln s`, where `G(λ_1) = ln L − H_L` is the trained attention's entropy
-# deficit. Two shapes of `G` give closed forms for the logit multiplier `m = λ_s/λ_1`:
+# This law-of-large-numbers step needs **no single key to dominate** `Σ_j e^{λz_j}`. For Gaussian logits
+# `z ~ N(μ, σ²)` the sum's relative variance is `(e^{λ²σ²} − 1)/n`, so it concentrates only while
+# `λ²σ² ≪ ln n`; where one key takes most of the weight ("peaked" attention), (A)'s approximation fails.
 #
-# - *peaked attention*, the softmax sitting near its largest logit, so `G ≈ λ(z_max − z̄)`, linear in `λ`
-#   (J. Su's entropy-invariance argument, [spaces.ac.cn/archives/8823](https://spaces.ac.cn/archives/8823), with
-#   the short derivation in [/9034](https://spaces.ac.cn/archives/9034); it proposes a scale `∝ ln n`):
-#   `m = 1 + ln s/(ln L − H_L)`, which is `ln(sL)/ln L = 1 + ln s/ln L` when `H_L ≪ ln L`;
-# - *small Gaussian logits*, `z ~ N(μ, σ²)`: `K = μλ + σ²λ²/2`, `G = σ²λ²/2`, so `m² = 1 + ln s/(ln L − H_L)`.
+# *Assumption (B), the target: keep the entropy at its trained value `H_L`* (YaRN's erratum asks to
+# "reverse the increase of entropy"; eq. 22 itself was fitted to perplexity, not to entropy). Under (A), `s`
+# times more keys add `ln s` nats at a fixed scale, so (B) asks for
 #
-# Either way `m = 1 + κ ln s + O(ln² s)`: **to first order the multiplier is log-linear in `s`**, the form of
-# eq. 22, whose logit multiplier is `(0.1 ln s + 1)² = 1 + 0.2 ln s + 0.01 ln² s`. What the assumption does
-# not give is the coefficient: `κ = 1/(ln L − H_L)` (peaked) or `1/(2(ln L − H_L))` (Gaussian) depends on
-# `L` and on how sharp the trained attention is, while eq. 22's 0.2 is one constant fitted to perplexity
-# (§3.4, quoted above). YaRN v2 App. A.2 is the paper's evidence for the fit: for LLaMA 7B at `s = 8`, over
-# 896 RedPajama documents of 16K tokens, the best `t` is "mostly consistent across
-# different samples and different positions", the recommended value is `√(1/t) = 0.1 ln 8 + 1 ≈ 1.208`
-# (eq. 25), and "the best value of t follows our recommended formula (Eq. 22) closely" for other `s`. For
-# comparison, the pure `λ ∝ ln n` rule gives `κ = 1/ln L`: 0.13 at LLaMA's `L = 2048`, 0.12 at Llama 2's
-# 4096; the peaked
-# form reaches 0.2 only if `ln L − H_L = 5` nats. The code computes the temperature in `yarn_temperature`
-# below; the entropy cell further down measures `H_L`, checks assumption (A) and compares the multiplier it
-# predicts with eq. 22.
+# $$G(\lambda_s) = G(\lambda_1) + \ln s, \qquad G(\lambda_1) = \ln L - H_L \ \text{(the trained attention's entropy deficit)} .$$
 #
-# **DeepSeek-V2-style `mscale`.** `transformers`' `_compute_yarn_parameters` writes eq. 22 as
-# `get_mscale(s, m) = 0.1·m·ln s + 1` (1 for `s ≤ 1`) and, when no `attention_factor` is given but both
-# `mscale` and `mscale_all_dim` are, multiplies cos and sin by `get_mscale(s, mscale)/get_mscale(s, mscale_all_dim)`
-# instead of `get_mscale(s, 1)` (`mscale` alone is ignored); DeepSeek-V2's attention then multiplies its
-# softmax scale, which covers its non-rotary query/key dims too, by `get_mscale(s, mscale_all_dim)²`
-# (`yarn_apply_mscale` in `models/deepseek_v2/modeling_deepseek_v2.py`), so the rotary part of a logit
-# gets `get_mscale(s, mscale)²` in all and the non-rotary part `get_mscale(s, mscale_all_dim)²`; equal
-# values move the whole temperature into the softmax scale.
+# Two things follow for the logit multiplier `m = λ_s/λ_1`:
+#
+# 1. **`m` depends on `s` only through `ln s`**, the only place `s` enters.
+# 2. **Its first-order coefficient.** Differentiate both sides with respect to `ln s`:
+#    `G'(λ_s) · dλ_s/d ln s = 1`. At `s = 1`, `dλ_s/d ln s = 1/G'(λ_1) = 1/(λ_1 K''(λ_1))`, and `K''(λ_1)`,
+#    the variance of `z` under weights `∝ e^{λ_1 z}`, is for large `n` the trained softmax's `Var_p(z)`.
+#    Dividing by `λ_1`:
+#
+# $$m = 1 + \kappa \ln s + O(\ln^2 s), \qquad \kappa = \frac{1}{\lambda_1^2\,\mathrm{Var}_p(z)} = \frac{1}{\mathrm{Var}_p(\lambda_1 z)} .$$
+#
+#    The same result without `G`: at fixed `n` the exact identity gives `dH = −λ Var_p(z) dλ`; at fixed `λ`,
+#    (A) gives `dH = d ln n`. Keeping `H` fixed while `ln n` grows by `d ln s` therefore needs
+#    `dλ = d ln s / (λ Var_p(z))`.
+#
+# **Closed forms.** *Gaussian logits*: `K = μλ + σ²λ²/2`, `G = σ²λ²/2`, so `m² = 1 + ln s/(ln L − H_L)`,
+# concave in `ln s`. Its `κ = 1/(2(ln L − H_L))` agrees with the general `1/Var_p(λ_1 z)`: for a Gaussian,
+# the tilted variance is `Var_p(z) = σ²` and the deficit is `ln L − H_L = G(λ_1) = σ²λ_1²/2`.
+#
+# **Su's heuristic is not a consequence of (A).** J. Su's entropy-invariance argument
+# ([spaces.ac.cn/archives/9034](https://spaces.ac.cn/archives/9034), the short derivation behind the scale
+# `κ log n / d` of [/8823](https://spaces.ac.cn/archives/8823)) writes
+# `H = ln n + ln((1/n) Σ_j e^{λz_j}) − λ Σ_j p_j z_j` and mixes two opposite limits:
+#
+# - the middle term gets its small-`λ` (mean-field) value `λ z̄`;
+# - the last term gets its large-`λ` value `λ z_max`, "softmax picks the max".
+#
+# That gives `H ≈ ln n − λ(z_max − z̄)`, linear in `λ`. Both replacements err the same way
+# (`ln((1/n) Σ e^{λz}) ≥ λ z̄` by Jensen, and `Σ p_j z_j ≤ z_max`), so `ln n − λ(z_max − z̄)` is a
+# *lower bound* on `H`, equal only when all logits are equal. Under (A), `G` starts quadratic
+# (`G(0) = G'(0) = 0`, `G''(0) = Var z`) and `z_max` grows with `n`, so no regime of (A) makes `G` linear
+# through the origin. Su concludes `λ ∝ ln n`, i.e. `m = ln(sL)/ln L = 1 + ln s/ln L`: `κ = 1/ln L`, which
+# is 0.13 at LLaMA's `L = 2048` and 0.12 at Llama 2's 4096.
+#
+# **Against eq. 22.** Its logit multiplier is `(0.1 ln s + 1)² = 1 + 0.2 ln s + 0.01 ln² s`:
+#
+# - `κ = 0.2`, one constant fitted to perplexity (§3.4, quoted above), where (A) and (B) give
+#   `κ = 1/Var_p(λ_1 z)`, which depends on how the trained attention spreads (0.2 means `Var_p(λ_1 z) = 5`);
+# - it is convex in `ln s`, where the Gaussian solution is concave, so the fit and the entropy picture part
+#   as `s` grows.
+#
+# YaRN v2 App. A.2 is the paper's evidence for the fit: for LLaMA 7B at `s = 8`, over 896 RedPajama
+# documents of 16K tokens, the best `t` is "mostly consistent across different samples and different
+# positions", the recommended value is `√(1/t) = 0.1 ln 8 + 1 ≈ 1.208` (eq. 25), and "the best value of t
+# follows our recommended formula (Eq. 22) closely" for other `s`. The code computes the temperature in
+# `yarn_temperature` below; the entropy cell further down measures `H_L` and `Var_p` on a Llama-like head,
+# checks `κ` and (A) against the multiplier that really restores `H_L`, and compares them with eq. 22.
+#
+# **DeepSeek-V2-style `mscale`**, in `transformers`' `_compute_yarn_parameters`:
+#
+# - eq. 22 is written `get_mscale(s, m) = 0.1·m·ln s + 1` (1 for `s ≤ 1`);
+# - when no `attention_factor` is given but both `mscale` and `mscale_all_dim` are, cos and sin are
+#   multiplied by `get_mscale(s, mscale)/get_mscale(s, mscale_all_dim)` instead of `get_mscale(s, 1)`
+#   (`mscale` alone is ignored);
+# - DeepSeek-V2's attention then multiplies its softmax scale, which covers its non-rotary query/key dims
+#   too, by `get_mscale(s, mscale_all_dim)²` (`yarn_apply_mscale` in
+#   `models/deepseek_v2/modeling_deepseek_v2.py`);
+# - so the rotary part of a logit gets `get_mscale(s, mscale)²` in all and the non-rotary part
+#   `get_mscale(s, mscale_all_dim)²`; equal values move the whole temperature into the softmax scale.
 
 # %%
 def yarn_paper(d: int, base: float, s: float, L: int, alpha: float = 1.0, beta: float = 32.0) -> torch.Tensor:
@@ -792,25 +847,77 @@ plt.show()
 
 # %% [markdown]
 # **Measuring it: attention entropy on a Llama-like head** (`d = 128`, `b = 10⁴`, trained length
-# `L = 1024`): 4 random queries, keys that share half the query's content (`k_j = q/2 + noise`, so logits
-# decay with distance as in Derivation §6), and the entropy of the last query's attention over `n` keys.
-# The first table is the entropy for each recipe. The second checks the derivation above. For `n = sL`
-# keys it finds the logit multiplier `m` that brings the entropy back to `H_L`: by bisection, since the
-# entropy of `softmax(m z)` falls monotonically in `m` (`dH/dm = −m Var_p(z)`). It does this twice: with
-# vanilla frequencies, where only the number of keys changes, and with YaRN's frequencies, where the
-# interpolation adds entropy too. It compares the first with what (A) predicts from the `n = L` logits
-# alone (solve `G(m) = G(1) + ln s` there), with the two closed forms and with eq. 22. Asserted: (A)'s
-# prediction is within 15 % of the measured multiplier, and the measured multiplier grows with `s`.
+# `L = 1024`). Each query `q ~ N(0, I)` looks back over keys that share half its content, `k = q/2 + ε`
+# with `ε ~ N(0, I)`, at distances `Δ = 0, 1, 2, …` behind it. Its logit needs no `d`-dim key. With the
+# query at position `p` and the key at `p − Δ`, §2's identity gives `qᵀR_{−Δ}(q/2 + ε)`, which splits in
+# two:
+#
+# - `½ qᵀR_{−Δ} q = ½ Σ_i ρ_i cos(Δθ_i)`, with `ρ_i` the squared length of pair `i` of `q`: it decays with
+#   distance (Derivations §6's trace, for one query);
+# - `qᵀR_{−Δ} ε = (R_Δ q)ᵀ ε`: a fixed vector of length `|q|` against an independent standard normal
+#   vector, so it is `N(0, |q|²)`, independently for every key.
+#
+# So the logits are `(½ Σ_i ρ_i cos(Δθ_i) + |q| g_Δ)/√d` with `g_Δ` i.i.d. `N(0, 1)`: cheap enough for many
+# queries and `n` up to 8,192. The cell checks both identities against `rope_half` on explicit keys.
 
 # %%
-def attention_logits(n: int, inv_freq: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-    """Logits of the query at position n-1 against n keys k_j = q/2 + noise at positions 0..n-1. -> (nq, n)."""
+def key_logits(queries: torch.Tensor, noise: torch.Tensor, inv_freq: torch.Tensor, n: int) -> torch.Tensor:
+    """Logits of each query against its n nearest keys q/2 + eps, at distances 0..n-1:
+    (1/2 sum_i rho_i cos(D theta_i) + |q| g_D) / sqrt(d). queries (nq, d), noise g (nq, >= n) -> (nq, n)."""
     dd = queries.shape[-1]
-    keys = queries[:, None] / 2 + torch.randn(queries.shape[0], n, dd, dtype=torch.float64,
-                                              generator=torch.Generator().manual_seed(1))  # (nq, n, d)
-    qr = rope_half(queries[:, None], torch.tensor([n - 1]), inv_freq)  # the query at position n-1
-    kr = rope_half(keys, torch.arange(n), inv_freq)  # key j at position j
-    return (qr * kr).sum(-1) / math.sqrt(dd)  # (nq, n)
+    rho = queries[:, : dd // 2] ** 2 + queries[:, dd // 2:] ** 2  # |pair i|^2, rotate-half layout: (nq, d/2)
+    cos_table = torch.cos(torch.arange(n, dtype=torch.float64)[:, None] * inv_freq)  # cos(D theta_i): (n, d/2)
+    return (rho @ cos_table.T / 2 + queries.norm(dim=1, keepdim=True) * noise[:, :n]) / math.sqrt(dd)
+
+
+gen_c = torch.Generator().manual_seed(5)
+q_c, eps_c = torch.randn(2, d, dtype=torch.float64, generator=gen_c), torch.randn(2, 50, d, dtype=torch.float64, generator=gen_c)
+dist_c = torch.arange(50)  # Delta; the query sits at position 49, key Delta at position 49 - Delta
+q_at_49 = rope_half(q_c[:, None], torch.tensor([49]), theta)  # (2, 1, d)
+content_part = (q_at_49 * rope_half(q_c[:, None].expand(-1, 50, -1) / 2, 49 - dist_c, theta)).sum(-1)  # (2, 50)
+noise_part = (q_at_49 * rope_half(eps_c, 49 - dist_c, theta)).sum(-1)  # q^T R_{-Delta} eps: (2, 50)
+err_content = assert_close(content_part, key_logits(q_c, torch.zeros(2, 50), theta, 50) * math.sqrt(d),
+                           atol=1e-10, rtol=0.0, name="1/2 q^T R q = 1/2 sum rho_i cos")
+err_noise = assert_close(noise_part, (rope_half(q_c[:, None].expand(-1, 50, -1), dist_c, theta) * eps_c).sum(-1),
+                         atol=1e-10, rtol=0.0, name="q^T R_{-D} eps = (R_D q)^T eps")
+print(f"content part vs ½ Σ ρ_i cos(Δθ_i): {error_bound(err_content, 1e-10)}; "
+      f"noise part vs (R_Δ q)ᵀε: {error_bound(err_noise, 1e-10)}")
+
+# %% [markdown]
+# **The test.** 8 draws of 16 queries each, and with each query 8,192 keys; for `n` keys a query sees its
+# `n` nearest, so the `n = sL` keys are the `n = L` keys plus farther ones, and the number of keys is the
+# only thing that changes. Entropies are averaged over a draw's 16 queries. Two tables:
+#
+# 1. the entropy for each recipe (mean over the draws);
+# 2. the logit multiplier `m` that brings the entropy at `n = sL` back to `H_L`, mean ± std over the 8
+#    draws. It is found by bisection, which works because `H` falls monotonically in `m` (the exact
+#    identity above). It is found twice: with vanilla frequencies ("measured"), where only the number of
+#    keys changes, and with YaRN's frequencies, where the interpolation adds entropy too. The measured one
+#    is compared with four predictions:
+#    - (A)'s, from the `n = L` logits alone (solve `H(L, m) = H_L − ln s` there);
+#    - the first-order `1 + κ ln s`, with `κ = 1/Var_p(z)` from the `n = L` logits;
+#    - the Gaussian form;
+#    - Su's `λ ∝ ln n`; and eq. 22.
+#
+# Asserted, with SE the standard error over the 8 draws (std/√8):
+#
+# - the slope of (A)'s own solution at `s → 1` (`s = 1.01`) is `κ` within 1 % on every draw: the algebra
+#   of the first-order result;
+# - the measured multiplier at `s = 1.25` is within 3 % of `1 + κ ln s` (`|mean gap| + 3 SE < 0.03`): the
+#   first-order result against the real entropy;
+# - (A)'s full prediction is within 20 % of the measured multiplier up to `s = 8` (same rule), and its gap
+#   grows with `s`;
+# - the measured multiplier grows with `s` (every mean step more than 3 SE above zero).
+
+# %%
+L_ent, N_DRAWS, N_QUERIES = 1024, 8, 16
+S_GRID = (1.25, 2.0, 4.0, 8.0)
+lengths_ent = (L_ent, 2 * L_ent, 4 * L_ent, 8 * L_ent)
+draws = []
+for k in range(N_DRAWS):
+    gen_k = torch.Generator().manual_seed(k)
+    draws.append((torch.randn(N_QUERIES, d, dtype=torch.float64, generator=gen_k),  # queries (16, d)
+                  torch.randn(N_QUERIES, 8 * L_ent, dtype=torch.float64, generator=gen_k)))  # g_Delta (16, 8L)
 
 
 def entropy_at(logits: torch.Tensor, m: float) -> float:
@@ -828,54 +935,107 @@ def restoring_multiplier(logits: torch.Tensor, target: float) -> float:
     return (lo + hi) / 2
 
 
-L_ent = 1024
-queries = torch.randn(4, d, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-logits_ent, entropy = {}, {}
-for n in (L_ent, 2 * L_ent, 4 * L_ent, 8 * L_ent):
-    sn = n / L_ent
-    logits_ent[n] = {"vanilla": attention_logits(n, theta, queries),
-                     "PI": attention_logits(n, inv_freq_pi(d, b, sn), queries),
-                     "YaRN": attention_logits(n, yarn_code(d, b, sn, L_ent), queries)}
-    entropy[n] = {"vanilla": entropy_at(logits_ent[n]["vanilla"], 1.0), "PI": entropy_at(logits_ent[n]["PI"], 1.0),
-                  "YaRN, no temperature": entropy_at(logits_ent[n]["YaRN"], 1.0),
-                  "YaRN": entropy_at(logits_ent[n]["YaRN"], yarn_temperature(sn) ** 2)}  # logits x (sqrt(1/t))^2
+def weighted_variance(logits: torch.Tensor) -> float:
+    """Var_p(z) under p = softmax(z), averaged over the rows (the -dH/dm of entropy_at at m = 1)."""
+    p = torch.softmax(logits, dim=-1)
+    return ((p * logits**2).sum(-1) - (p * logits).sum(-1) ** 2).mean().item()
+
+
+recipes_ent = {"vanilla": lambda sn: theta, "PI": lambda sn: inv_freq_pi(d, b, sn),
+               "YaRN": lambda sn: yarn_code(d, b, sn, L_ent)}
+entropy = {n: {"vanilla": [], "PI": [], "YaRN, no temperature": [], "YaRN": []} for n in lengths_ent}
+per_draw = []  # one dict of results per draw
+for queries, noise_g in draws:
+    for n in lengths_ent:
+        sn = n / L_ent
+        z = {name: key_logits(queries, noise_g, freq(sn), n) for name, freq in recipes_ent.items()}
+        for name, value in [("vanilla", entropy_at(z["vanilla"], 1.0)), ("PI", entropy_at(z["PI"], 1.0)),
+                            ("YaRN, no temperature", entropy_at(z["YaRN"], 1.0)),
+                            ("YaRN", entropy_at(z["YaRN"], yarn_temperature(sn) ** 2))]:  # logits x (sqrt(1/t))^2
+            entropy[n][name].append(value)
+    z_L = key_logits(queries, noise_g, theta, L_ent)
+    H_L = entropy_at(z_L, 1.0)
+    r = {"H_L": H_L, "deficit": math.log(L_ent) - H_L, "kappa": 1 / weighted_variance(z_L),
+         "kappa_A": (restoring_multiplier(z_L, H_L - math.log(1.01)) - 1) / math.log(1.01),  # (A)'s slope at s -> 1
+         "max_weight": torch.softmax(z_L, -1).max(-1).values.mean().item(), "logit_std": z_L.std(-1).mean().item()}
+    for sn in S_GRID:
+        r[f"measured {sn}"] = restoring_multiplier(key_logits(queries, noise_g, theta, int(sn * L_ent)), H_L)
+        r[f"(A) {sn}"] = restoring_multiplier(z_L, H_L - math.log(sn))  # G(m) = G(1) + ln s, at n = L
+        r[f"YaRN freq {sn}"] = restoring_multiplier(key_logits(queries, noise_g, yarn_code(d, b, sn, L_ent), int(sn * L_ent)), H_L)
+    per_draw.append(r)
+R = {key: torch.tensor([r[key] for r in per_draw]) for key in per_draw[0]}  # (draws,) each
+
+
+def mean_std(t: torch.Tensor, digits: int = 2) -> str:
+    return f"{t.mean():.{digits}f} ± {t.std():.{digits}f}"
+
+
+def se(t: torch.Tensor) -> float:
+    return (t.std() / math.sqrt(len(t))).item()
+
+
+print(f"entropy (nats), mean over {N_DRAWS} draws of {N_QUERIES} queries:")
 print(f"{'keys n':>8s} {'ln n':>6s}" + "".join(f"{k:>22s}" for k in entropy[L_ent]))
 for n, row in entropy.items():
-    print(f"{n:8d} {math.log(n):6.2f}" + "".join(f"{v:22.2f}" for v in row.values()))
+    print(f"{n:8d} {math.log(n):6.2f}" + "".join(f"{sum(v) / len(v):22.2f}" for v in row.values()))
+print(f"\nn = L: H_L = {mean_std(R['H_L'])} nats, deficit ln L - H_L = {mean_std(R['deficit'])}; "
+      f"κ = 1/Var_p(z) = {mean_std(R['kappa'], 3)}; slope of (A)'s solution at s = 1.01: {mean_std(R['kappa_A'], 3)}; "
+      f"Gaussian 1/(2 deficit) = {mean_std(1 / (2 * R['deficit']), 3)}; Su 1/ln L = {1 / math.log(L_ent):.3f}")
+print(f"validity of (A): largest attention weight of a query {R['max_weight'].mean():.2f} on average; logit variance "
+      f"over the keys λ²σ² = {(R['logit_std'] ** 2).mean():.2f} against ln L = {math.log(L_ent):.2f}")
+print("\nlogit multiplier m that restores H_L, mean ± std over the draws:")
+print(f"{'s':>5s} {'measured':>12s} {'(A), n=L':>12s} {'1 + κ ln s':>12s} {'Gauss':>12s} {'Su':>5s} {'eq. 22':>7s} "
+      f"{'measured, YaRN freq':>20s}")
+for sn in S_GRID:
+    print(f"{sn:5.2f} {mean_std(R[f'measured {sn}']):>12s} {mean_std(R[f'(A) {sn}']):>12s} "
+          f"{mean_std(1 + R['kappa'] * math.log(sn)):>12s} {mean_std(torch.sqrt(1 + math.log(sn) / R['deficit'])):>12s} "
+          f"{math.log(sn * L_ent) / math.log(L_ent):5.2f} {yarn_temperature(sn) ** 2:7.2f} {mean_std(R[f'YaRN freq {sn}']):>20s}")
+steps = [R[f"measured {b_}"] - R[f"measured {a_}"] for a_, b_ in zip(S_GRID[1:], S_GRID[2:], strict=False)]
+eq22_steps = [yarn_temperature(b_) ** 2 - yarn_temperature(a_) ** 2 for a_, b_ in ((2.0, 4.0), (4.0, 8.0))]
+print("rise per doubling of s (2 -> 4, 4 -> 8): measured " + ", ".join(mean_std(t, 3) for t in steps)
+      + "; eq. 22 " + ", ".join(f"{v:.3f}" for v in eq22_steps))
 
-H_L = entropy[L_ent]["vanilla"]
-deficit = math.log(L_ent) - H_L  # G(1) = ln L - H_L under assumption (A)
-print(f"\ntrained length: H_L = {H_L:.2f} nats, ln L - H_L = {deficit:.2f} nats")
-print("logit multiplier m that restores H_L:")
-print(f"{'s':>3s} {'measured':>9s} {'(A), n=L':>9s} {'peaked':>7s} {'Gauss':>6s} {'eq. 22':>7s} {'measured, YaRN freq':>20s}")
-measured = []
-for n in (2 * L_ent, 4 * L_ent, 8 * L_ent):
-    sn = n / L_ent
-    m_meas = restoring_multiplier(logits_ent[n]["vanilla"], H_L)  # more keys, nothing else
-    m_pred = restoring_multiplier(logits_ent[L_ent]["vanilla"], H_L - math.log(sn))  # G(m) = G(1) + ln s at n = L
-    assert abs(m_pred / m_meas - 1) < 0.15, (sn, m_pred, m_meas)  # assumption (A) checked
-    measured.append(m_meas)
-    print(f"{sn:3.0f} {m_meas:9.2f} {m_pred:9.2f} {1 + math.log(sn) / deficit:7.2f} "
-          f"{math.sqrt(1 + math.log(sn) / deficit):6.2f} {yarn_temperature(sn) ** 2:7.2f} "
-          f"{restoring_multiplier(logits_ent[n]['YaRN'], H_L):20.2f}")
-assert measured == sorted(measured), "the restoring multiplier should grow with s"
+assert ((R["kappa_A"] / R["kappa"] - 1).abs() < 0.01).all(), "first-order coefficient: (A)'s slope at s = 1 is not 1/Var_p"
+gap_first = (1 + R["kappa"] * math.log(1.25)) / R["measured 1.25"] - 1  # (draws,)
+assert abs(gap_first.mean()) + 3 * se(gap_first) < 0.03, "1 + κ ln s misses the measured multiplier at s = 1.25"
+gap_A = {sn: R[f"(A) {sn}"] / R[f"measured {sn}"] - 1 for sn in S_GRID[1:]}
+assert all(abs(t.mean()) + 3 * se(t) < 0.2 for t in gap_A.values()), "(A) is more than 20 % off"
+assert gap_A[2.0].mean() < gap_A[4.0].mean() < gap_A[8.0].mean(), "(A)'s gap should grow with s"
+assert all(t.mean() > 3 * se(t) for t in [R["measured 2.0"] - R["measured 1.25"], *steps]), "m should grow with s"
+gap_line = {sn: (1 + R["kappa"] * math.log(sn)) / R[f"measured {sn}"] - 1 for sn in S_GRID}
+print("gap to the measured multiplier, m_predicted / m_measured - 1, mean ± std over the draws:")
+print("  1 + κ ln s at s = 1.25, 2, 4, 8: " + ", ".join(f"{t.mean():+.3f} ± {t.std():.3f}" for t in gap_line.values()))
+print("  (A), n = L  at s =       2, 4, 8: " + ", ".join(f"{t.mean():+.3f} ± {t.std():.3f}" for t in gap_A.values()))
+slope = (R["measured 1.25"] - 1) / math.log(1.25)
+print(f"slope (m - 1)/ln s at s = 1.25: measured {mean_std(slope, 2)}; κ {mean_std(R['kappa'], 2)}, Gaussian "
+      f"{mean_std(1 / (2 * R['deficit']), 2)}, Su {1 / math.log(L_ent):.2f}, eq. 22 {(yarn_temperature(1.25) ** 2 - 1) / math.log(1.25):.2f}")
 
 # %% [markdown]
-# The entropy rises by roughly `ln 2 ≈ 0.69` nats per doubling of `n` (0.65–0.84) for every recipe without
-# temperature: more keys compete, as (A) says. With YaRN's temperature it rises by less (+0.47, +0.59,
-# +0.28), since `√(1/t)` grows with `s`. Interpolation adds to it (PI's and YaRN's entropies sit above
-# vanilla's: their lower, interpolated frequencies make far keys look closer), and YaRN's temperature pulls
-# it back below vanilla, though not to the `n = L` value.
+# **Reading the tables.** Vanilla's entropy rises by 0.65–0.68 nats per doubling of `n`, a little less
+# than `ln 2 ≈ 0.69`: more keys compete, as (A) says, but the added keys are the far ones, whose logits
+# have decayed. Interpolation adds to it (PI about 0.70 per doubling, YaRN without temperature 0.75–0.80),
+# because lower frequencies make far keys look closer. YaRN's temperature pulls it back below vanilla's,
+# though not to the `n = L` value (6.28, 6.69, 7.07 against 5.83).
 #
-# The second table tests the derivation. This head's attention is far from peaked (`H_L = 5.80` nats of
-# `ln L = 6.93`, a deficit of 1.13), its logits are small, and `G` is nearly quadratic: (A)'s prediction
-# from the `n = L` logits alone (1.22, 1.43, 1.65) is close to the Gaussian form (1.27, 1.49, 1.69) and
-# within 2–11 % of the measured multiplier (1.20, 1.38, 1.48), while the peaked form overshoots (1.61 to
-# 2.84). The gap grows with `s`: with RoPE, logits decay with distance, so far keys are not quite like near
-# ones and (A) is only approximate. Eq. 22's multiplier (1.14, 1.30, 1.46) is close to what the extra keys
-# alone need on this head, but below what YaRN's interpolated frequencies need (1.30, 1.69, 1.89), which is
-# why its temperature does not bring the entropy back to `H_L`. The closeness is specific to this head's
-# deficit: the coefficient depends on `ln L − H_L`, and eq. 22 was fitted to perplexity, not to entropy.
+# The second table tests the derivation on a head whose attention is spread: `H_L = 5.83` of
+# `ln L = 6.93` nats, a query's largest weight is 0.07 on average, and `λ²σ² = 1.6` is well below
+# `ln L`, so (A)'s no-dominant-key condition roughly holds.
+#
+# - *First order.* `κ = 1/Var_p(z) = 0.40 ± 0.06`, and (A)'s own solution has that slope at `s → 1`
+#   (asserted on every draw). At `s = 1.25`, `1 + κ ln s` is 1 % above the measured multiplier. The
+#   measured slope `(m − 1)/ln s` there is 0.35: `κ` is the nearest of the candidates (Gaussian 0.46,
+#   eq. 22 0.20, Su 0.14).
+# - *Beyond first order the assumption, not the algebra, gives way.* (A)'s full prediction overshoots by
+#   3 %, 7 % and 14 % at `s = 2, 4, 8`, and the first-order line by 5 %, 13 % and 22 %. With RoPE the
+#   extra keys are far and their logits have decayed, so they add less than `ln s` of entropy and need
+#   less sharpening than (A) assumes.
+# - *Shape.* The measured multiplier is concave in `ln s`: it rises by 0.16, then 0.13, per doubling, as
+#   the Gaussian solution does. Eq. 22's rises by 0.15, then 0.16 (convex).
+# - *Eq. 22.* Its values (1.14, 1.30, 1.46) are below the measured 1.21 at `s = 2` and close to it at
+#   `s = 8` (1.50). They are well below what YaRN's interpolated frequencies need (1.31, 1.59, 1.87), which
+#   is why its temperature does not bring the entropy back to `H_L`. That does not make eq. 22 wrong: it
+#   was fitted to LLaMA perplexity, and `κ` depends on the head through `Var_p`.
+#
 # §Reproduction asks whether the temperature helps on a trained toy.
 #
 # ### 6. Llama 3.1's `rope_type="llama3"`: by-parts in wavelength, no temperature (and LongRoPE)
@@ -927,6 +1087,13 @@ print(f"Llama 3.1 (b = 5e5, L = 8192, s = 8): {int((turns_l3 > 4).sum())} pairs 
 # bound, so far keys never gain weight at lengths beyond training. BLOOM and MPT use it (`transformers`:
 # `build_alibi_tensor` in `models/bloom/modeling_bloom.py`, `build_mpt_alibi_tensor` in
 # `models/mpt/modeling_mpt.py`).
+#
+# **What "extrapolates" means here, by the paper's own limit (ALiBi v2 App. B.2).** Evaluated with a
+# sliding window of stride 1, which gives every prediction its full context, ALiBi's perplexity stays flat
+# instead of improving as the input grows past `L`. The paper concludes that "when L_valid > L, ALiBi
+# might not be using contexts longer than the ones it was trained on": its gains from longer inputs in
+# nonoverlapping evaluation come from fewer predictions with little context (the "early token curse"). So
+# ALiBi keeps a model from breaking past `L`; it does not show that the model uses the extra context.
 
 # %%
 def alibi_bias(num_heads: int, seq: int) -> torch.Tensor:
@@ -977,7 +1144,7 @@ print("score at (row, col) offset (+2, -3) from three different patches:", [roun
 #
 # Three independent references. (1) `transformers` 5.23: `LlamaRotaryEmbedding` (default frequencies and
 # the cos/sin tables), `modeling_rope_utils.ROPE_INIT_FUNCTIONS` (`"linear"` = PI, `"dynamic"`, `"yarn"`, `"llama3"`),
-# `apply_rotary_pos_emb`, a whole `LlamaAttention` layer, and MPT's ALiBi. (2) The papers' own equations,
+# `apply_rotary_pos_emb`, a whole `LlamaAttention` layer and a whole two-layer `LlamaModel`, and MPT's ALiBi. (2) The papers' own equations,
 # written independently above (YaRN eq. 18/20/22). (3) The course's `shared.rope`, which must equal
 # `transformers` bit for bit. The from-scratch float64 code must agree with float32 `transformers` to float32
 # rounding (`rtol = 1e-6`).
@@ -1103,27 +1270,32 @@ for length in (100, seq_now):
           f"< 1 x the float32-angle tolerance 2·m·2^-24 = {tol_dyn:.1e}")  # asserted above; the ratio is CPU-dependent
 
 # %% [markdown]
-# **Dynamic NTK with a KV cache: what `generate()` computes.** Dynamic scaling picks `s` from the current
-# length, so at decoding step `t` (length `l = t + 1 > L`) *every* key should be rotated with the base for
-# that `l` (YaRN v2 §3.3, quoted in Walkthrough §4). `transformers` caches keys *after* RoPE: the key of
-# token `j` keeps the rotation of the step that wrote it (base for `l = j + 1`, or the original base while
-# `l ≤ L`), and only the new token's query and key get the current base. The check: a one-layer
-# `LlamaForCausalLM` (random float64 weights, head dim 16, `max_position_embeddings = L = 16`,
-# `"dynamic"` with `factor = 2`, and the same model with default RoPE), a prompt of 8 tokens, then 32
-# tokens one at a time with the cache, against the method's definition, each step recomputed without cache
-# (the last step is a plain full forward over all 40 tokens). With default RoPE the two agree to float64
-# rounding at every step; with Dynamic NTK they agree while `l ≤ L` and differ from the first step past
-# `L` on. For a practitioner: with `use_cache=True` (the default of `generate()`) a Dynamic-NTK model
-# past `L` runs a different function than the paper's, one in which the score of a cached key is no longer
-# a function of `n − m` alone, and cached and uncached generation of the same prompt differ. Perplexity
-# computed with one full forward pass per window and no cache does not see it. The fix
-# is to cache keys before the rotation (or not to cache, at quadratic cost); the discrepancy was reported
-# in [issue #25104](https://github.com/huggingface/transformers/issues/25104) (closed), and on
-# [PR #27227](https://github.com/huggingface/transformers/pull/27227) (closed, not merged) a maintainer
-# wrote that the known fixes "massively decrease the inference speed, which makes it a net negative
-# change". Whether it hurts quality is an empirical question the toy does not answer (it has random
-# weights): on the PR that added the scaling ([#24653](https://github.com/huggingface/transformers/pull/24653))
-# bloc97 reported that with the rotated keys cached "the model works without problems".
+# **Dynamic NTK with a KV cache: what `generate()` computes.**
+#
+# - *The method.* Dynamic scaling picks `s` from the current length, so at decoding step `t` (length
+#   `l = t + 1 > L`) *every* key should be rotated with the base for that `l` (YaRN v2 §3.3, quoted in
+#   Walkthrough §4).
+# - *`transformers`.* It caches keys *after* RoPE: the key of token `j` keeps the rotation of the step that
+#   wrote it (base for `l = j + 1`, or the original base while `l ≤ L`), and only the new token's query and
+#   key get the current base.
+# - *The check.* A one-layer `LlamaForCausalLM` (random float64 weights, head dim 16,
+#   `max_position_embeddings = L = 16`, `"dynamic"` with `factor = 2`, and the same model with default
+#   RoPE), a prompt of 8 tokens, then 32 tokens one at a time with the cache, against the method's
+#   definition: each step recomputed without cache (the last step is a plain full forward over all 40
+#   tokens). With default RoPE the two agree to float64 rounding at every step; with Dynamic NTK they agree
+#   while `l ≤ L` and differ from the first step past `L` on.
+# - *For a practitioner.* With `use_cache=True` (the default of `generate()`) a Dynamic-NTK model past `L`
+#   runs a different function than the paper's, one in which the score of a cached key is no longer a
+#   function of `n − m` alone, and cached and uncached generation of the same prompt differ. Perplexity
+#   computed with one full forward pass per window and no cache does not see it.
+# - *The fix and its status.* Cache keys before the rotation (or do not cache, at quadratic cost). The
+#   discrepancy was reported in [issue #25104](https://github.com/huggingface/transformers/issues/25104)
+#   (closed); on [PR #27227](https://github.com/huggingface/transformers/pull/27227) (closed, not merged) a
+#   maintainer wrote that the known fixes "massively decrease the inference speed, which makes it a net
+#   negative change".
+# - *Does it hurt quality?* An empirical question the toy does not answer (it has random weights). On the
+#   PR that added the scaling ([#24653](https://github.com/huggingface/transformers/pull/24653)) bloc97
+#   reported that with the rotated keys cached "the model works without problems".
 
 # %%
 from transformers import LlamaForCausalLM
@@ -1231,6 +1403,39 @@ err = assert_close(out_ours, out_ref, atol=1e-5, rtol=0.0, name="LlamaAttention 
 print(f"LlamaAttention (YaRN, GQA, batch 2, positions 100-109) vs the reading's pieces: max error {error_bound(err, 1e-6)}")
 
 # %% [markdown]
+# **A whole model.** YaRN changes nothing in a Llama model but the rotary frequencies and the cos/sin
+# factor. So a two-layer `LlamaModel` built from the YaRN config above (hidden size 64, 4 query heads, 2
+# key/value heads, random float64 weights) must give the same hidden states as the same weights built
+# with *default* RoPE, once that model's rotary embedding gets the reading's `yarn_code` frequencies and
+# `yarn_temperature` factor. Positions 100–119 are past the trained 64; the default model as built is the
+# control.
+
+# %%
+from transformers import LlamaModel
+
+whole = {}
+for kind, params in {"yarn": attn_cfg.rope_parameters, "default": {"rope_type": "default", "rope_theta": b}}.items():
+    cfg_whole = tiny_llama_config(dict(params), 256, heads=4, kv_heads=2, head_dim=16)
+    cfg_whole.num_hidden_layers, cfg_whole.initializer_range = 2, 0.2  # larger random weights: position effects O(1)
+    whole[kind] = LlamaModel(cfg_whole).double().eval()
+whole["default"].load_state_dict(whole["yarn"].state_dict())  # the same weights (rotary buffers are not saved)
+ids_w = torch.randint(0, 32, (2, 20), generator=torch.Generator().manual_seed(7))  # (batch, seq)
+pos_w = torch.arange(100, 120)[None].expand(2, -1)
+with torch.no_grad():
+    hidden_yarn = whole["yarn"](ids_w, position_ids=pos_w).last_hidden_state  # (batch, seq, 64)
+    hidden_default = whole["default"](ids_w, position_ids=pos_w).last_hidden_state
+    whole["default"].rotary_emb.inv_freq = yarn_code(16, b, 4.0, 64).float()  # the reading's pieces
+    whole["default"].rotary_emb.attention_scaling = yarn_temperature(4.0)
+    hidden_ours = whole["default"](ids_w, position_ids=pos_w).last_hidden_state
+# float32 angles: our float64 frequencies rounded to float32 may differ from transformers' in the last bit,
+# i.e. by ~1e-7 relative, times positions ~100, through two layers of large random weights
+err = assert_close(hidden_ours, hidden_yarn, atol=1e-4, rtol=0.0, name="LlamaModel with YaRN")
+control = (hidden_default - hidden_yarn).abs().max().item()
+assert control > 0.1
+print(f"2-layer LlamaModel, YaRN config vs default RoPE + yarn_code/yarn_temperature: max error "
+      f"{error_bound(err, 1e-4)} (float32 angles); default RoPE as built differs by {control:.1f}")
+
+# %% [markdown]
 # ALiBi against MPT's implementation in `transformers`. MPT stores one bias row per head, `m_h (j − (T−1))`,
 # and relies on softmax ignoring a constant added to a whole row; so the last query row must match exactly
 # and every row must give the same softmax.
@@ -1305,6 +1510,9 @@ print(f"sinusoidal: max spread along a diagonal {toeplitz_gap(S_abs):.2f}")
 # solve it with content (attend to signal tokens) plus a **recency preference** (the nearest one wins), the
 # kind of position use language models need, and ALiBi provides recency by construction. A RoPE model has
 # to learn recency from the rotation; past `L` the slow pairs turn back and far keys can look recent again.
+# The task needs little context: the target sits on average `(1 − 0.15)/0.15 ≈ 5.7` positions back, and
+# more than 30 back with probability `0.85³¹ ≈ 0.6 %`. So it tests whether a recipe *breaks* past `L`,
+# not whether it uses the longer context, and it is ALiBi's best case (ALiBi v2 App. B.2, Walkthrough §7).
 #
 # **Models.** Embedding (dim 32) → one causal attention layer → output layer, no MLP, no bias, `b = 10⁴`.
 # Four families with the same parameter count, the same initial weights and the same data stream per seed:
@@ -1317,14 +1525,14 @@ print(f"sinusoidal: max spread along a diagonal {toeplitz_gap(S_abs):.2f}")
 #   the same batch as RoPE 2x16. It shows why ALiBi gets 4 heads: with 2 it fails *in distribution*
 #   (printed below; Exercise 4(a) explains why).
 #
-# **Budget.** 8 seeds per family, each trained for 170 Adam steps (lr 1e-2; cut from 200 in the previous
-# version of this reading to pay for the second RoPE family) on batches of 16 sequences of
+# **Budget.** 8 seeds per family, each trained for 170 Adam steps (lr 1e-2) on batches of 16 sequences of
 # length `L = 64`; the models of a family are trained at once as a batch of independent models (stacked
-# weights, `einsum`; Adam is elementwise, so this is exactly 8 separate runs), and the two families with
-# the same head split share one batch of 16 (RoPE 2x16 with ALiBi 2x16, RoPE 4x8 with ALiBi 4x8).
-# **Evaluation.** Lengths `T = L, 2L, 4L, 8L`, 1,536 fresh tokens per model and length (cut from 4,096 in
-# the previous version of this reading, to keep the run near a minute with the second RoPE family; at `8L`
-# that is 1,344 scored positions per model, and every recipe sees the same tokens), accuracy on the
+# weights, `einsum`; the loss is a sum of per-model losses and Adam is elementwise, so mathematically these
+# are 8 separate runs), and the two families with the same head split share one batch of 16 (RoPE 2x16
+# with ALiBi 2x16, RoPE 4x8 with ALiBi 4x8). A second seed set of RoPE 4x8 (8 more models, other init and
+# data seeds, same budget) is trained further down for the two 4x8 findings that one set does not settle.
+# **Evaluation.** Lengths `T = L, 2L, 4L, 8L`, 1,536 fresh tokens per model and length (at `8L` that is
+# 1,344 scored positions per model, and every recipe sees the same tokens), accuracy on the
 # positions past `L` (all positions for `T = L`), *no fine-tuning*. How much the draw of evaluation tokens
 # matters is measured below, after the paired differences (a standard error from the spread between each
 # model's sequences, and one fresh draw of the `8L` tokens). The RoPE recipes are applied to the same
@@ -1443,27 +1651,35 @@ for heads in (2, 4):
 # cross-entropy, so each model gets exactly its own gradient.
 
 # %% tags=["nbval-ignore-output"]
-models, final_loss = {}, {}
-progress = tqdm(total=len(TRAIN_RUNS) * STEPS, desc="train 4 x 8 models at L=64")
-for fams, (heads, rope, bias) in TRAIN_RUNS.items():
-    n = N_SEEDS * len(fams)
-    # model k of every family starts from the weights of seed k and sees the data stream of seed k
-    params = {key: torch.cat([w.detach()] * len(fams)).requires_grad_()
-              for key, w in init_models(N_SEEDS, torch.Generator().manual_seed(0)).items()}
+def train(n_fams: int, heads: int, rope: tuple, bias: torch.Tensor | None, init_seed: int = 0, data_seed: int = 1,
+          progress: tqdm | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Train n_fams x N_SEEDS models for STEPS steps; model k of every family starts from the weights of seed k
+    and sees the data stream of seed k. -> (detached weights, final training-batch loss per model)."""
+    n = N_SEEDS * n_fams
+    params = {key: torch.cat([w.detach()] * n_fams).requires_grad_()
+              for key, w in init_models(N_SEEDS, torch.Generator().manual_seed(init_seed)).items()}
     opt = torch.optim.Adam(params.values(), lr=LR)
-    data = torch.Generator().manual_seed(1)
+    data = torch.Generator().manual_seed(data_seed)
     for _ in range(STEPS):
         x, y = make_batch(data, N_SEEDS, BATCH, L_TRAIN)
-        x, y = torch.cat([x] * len(fams)), torch.cat([y] * len(fams))
+        x, y = torch.cat([x] * n_fams), torch.cat([y] * n_fams)
         out = forward(params, x, heads, rope=rope, bias=bias)
         per_model = F.cross_entropy(out.reshape(-1, VOCAB), y.reshape(-1), reduction="none").view(n, -1).mean(1)
         opt.zero_grad()
         per_model.sum().backward()
         opt.step()
-        progress.update()
+        if progress is not None:
+            progress.update()
+    return {key: w.detach() for key, w in params.items()}, per_model.detach()
+
+
+models, final_loss = {}, {}
+progress = tqdm(total=len(TRAIN_RUNS) * STEPS, desc="train 4 x 8 models at L=64")
+for fams, (heads, rope, bias) in TRAIN_RUNS.items():
+    params, last_loss = train(len(fams), heads, rope, bias, progress=progress)
     for j, fam in enumerate(fams):
-        models[fam] = {key: w.detach()[j * N_SEEDS:(j + 1) * N_SEEDS] for key, w in params.items()}
-        final_loss[fam] = per_model.detach()[j * N_SEEDS:(j + 1) * N_SEEDS]
+        models[fam] = {key: w[j * N_SEEDS:(j + 1) * N_SEEDS] for key, w in params.items()}
+        final_loss[fam] = last_loss[j * N_SEEDS:(j + 1) * N_SEEDS]
 progress.close()
 
 # %% [markdown]
@@ -1487,10 +1703,11 @@ def accuracy_per_sequence(logits: torch.Tensor, y: torch.Tensor, start: int) -> 
 
 @torch.no_grad()
 def evaluate(family: str, name: str, T: int, return_attention: bool = False, per_sequence: bool = False,
-             data_seed: int | None = None) -> torch.Tensor:
+             data_seed: int | None = None, weights: dict | None = None) -> torch.Tensor:
     """Per-seed accuracy past L (all positions if T = L) on fresh data (seed T unless data_seed is given):
-    (seeds,), or (seeds, sequences) with per_sequence, or the attention probabilities."""
-    heads = FAMILIES[family]
+    (seeds,), or (seeds, sequences) with per_sequence, or the attention probabilities. weights: other trained
+    models of the family (default: models[family])."""
+    heads, weights = FAMILIES[family], models[family] if weights is None else weights
     x, y = make_batch(torch.Generator().manual_seed(T if data_seed is None else data_seed), N_SEEDS, EVAL[T], T)
     if family.startswith("ALiBi"):
         kwargs = {"bias": alibi_bias(heads, T).float()}
@@ -1504,7 +1721,7 @@ def evaluate(family: str, name: str, T: int, return_attention: bool = False, per
             inv, attn_factor = shared_rope.rope_init(kind, DIM // heads, factor=factor,
                                                      original_max_position_embeddings=L_TRAIN)
         kwargs = {"rope": cos_sin(T, inv, attn_factor if temperature else 1.0)}
-    out = torch.cat([forward({key: w[i : i + 2] for key, w in models[family].items()}, x[i : i + 2], heads,
+    out = torch.cat([forward({key: w[i : i + 2] for key, w in weights.items()}, x[i : i + 2], heads,
                              return_attention=return_attention, **kwargs)
                      for i in range(0, N_SEEDS, 2)])  # two models at a time: the same numbers, less memory
     if return_attention:
@@ -1583,6 +1800,33 @@ for fam in ROPE_FAMILIES:
         print(f"   {p[0]} - {p[1]}: {stored_diff[p]:+.3f} on the table's draw, {new_diff[p]:+.3f} on the fresh one")
 
 # %% [markdown]
+# **A second seed set for RoPE 4x8.** Two 4x8 paired differences above are small against their seed
+# spread: PI − vanilla (+0.024 ± 0.102, positive on 5 of 8) and the temperature (+0.008 ± 0.017, 5 of 8).
+# The cell trains 8 more RoPE 4x8 models with the same budget but init seed 1000 and data seed 1001
+# (set 2; the models above are set 1: init seed 0, data seed 1, about 4 s). It scores the four recipes
+# involved on the same evaluation tokens and prints the paired differences on each set and pooled over the
+# 16 models. Asserted on set 2, as the healthy-run cell asserts them on set 1: YaRN above vanilla and PI
+# by 0.03, PI no worse than vanilla (within 0.02), and the temperature within 0.03.
+
+# %%
+set2, set2_loss = train(1, 4, cos_sin(L_TRAIN, shared_rope.rope_inv_freq(DIM // 4)), None, init_seed=1000, data_seed=1001)
+RECIPES_2 = ("vanilla RoPE", "PI", "YaRN, no temperature", "YaRN")
+acc_set = {"set 1": acc["RoPE 4x8"],
+           "set 2": {name: {T: evaluate("RoPE 4x8", name, T, weights=set2) for T in (4 * L_TRAIN, T8)} for name in RECIPES_2}}
+print(f"set 2: final training-batch loss {set2_loss.min():.2f}-{set2_loss.max():.2f}")
+for name in RECIPES_2:
+    print(f"  {name:21s} mean accuracy at 4L / 8L: "
+          + "; ".join(f"{k} {a[name][4 * L_TRAIN].mean():.2f} / {a[name][T8].mean():.2f}" for k, a in acc_set.items()))
+for with_, without in (("PI", "vanilla RoPE"), ("YaRN", "YaRN, no temperature"), ("YaRN", "vanilla RoPE"), ("YaRN", "PI")):
+    diffs = {k: a[with_][T8] - a[without][T8] for k, a in acc_set.items()}  # (seeds,) per set
+    diffs["pooled"] = torch.cat(list(diffs.values()))  # (16,)
+    print(f"RoPE 4x8 {with_} minus {without} at 8L: "
+          + "; ".join(f"{k} {t.mean():+.3f} ± {t.std():.3f} ({int((t > 0).sum())}/{len(t)})" for k, t in diffs.items()))
+m2 = {name: acc_set["set 2"][name][T8].mean().item() for name in RECIPES_2}
+assert m2["YaRN"] > max(m2["vanilla RoPE"], m2["PI"]) + 0.03 and m2["PI"] > m2["vanilla RoPE"] - 0.02
+assert abs(m2["YaRN"] - m2["YaRN, no temperature"]) < 0.03
+
+# %% [markdown]
 # **Where YaRN loses to NTK-aware on 4x8: one pair.** The 4x8 head has four pairs (wavelengths 6, 63, 628,
 # 6,283 tokens). At `s = 8` the code's ramp, which starts at index max(i(β), 0) = 0, keeps the fastest pair exactly, as NTK-aware does, and
 # both divide the slowest by 8; they differ on pair 1 a little (0.56 vs 0.50) and on pair 2 (`λ = 628`, which
@@ -1652,7 +1896,7 @@ fig.suptitle("last-signal task, no fine-tuning")
 plt.show()
 
 # %% [markdown]
-# **Why the temperature does nothing here: entropy.** The mean entropy of the RoPE models' attention
+# **Why the temperature matters so little here: entropy.** The mean entropy of the RoPE models' attention
 # (queries past `L`, averaged over heads, sequences and seeds) at `T = L` with no stretch, and at `T = 8L`
 # with YaRN with and without its temperature.
 
@@ -1673,8 +1917,11 @@ for fam in ROPE_FAMILIES:
 # %% [markdown]
 # ### What a healthy run prints
 #
-# On any CPU this run prints the numbers above (float32 training, printed to two decimals). The next cell
-# asserts what holds on **both** RoPE head splits (the robust findings below): every main model's final
+# The stored outputs are checked on the course's CI machine twice, with PyTorch's native CPU kernels
+# (`make notebooks`) and with its portable ones (`ATEN_CPU_CAPABILITY=default`, `make portable`), and must
+# match both times. Other CPUs, BLAS builds or PyTorch versions may round float32 training differently,
+# so there a printed number can differ in its last digits; the asserts below check ranges, not digits.
+# The next cell asserts what holds on **both** RoPE head splits (the robust findings below): every main model's final
 # training-batch loss below 0.25; every recipe, ALiBi included, at least 0.9 at `T = L`; vanilla RoPE at
 # least 0.9 at `2L` and below 0.8 at `8L`; YaRN above vanilla and above PI at `8L` by at least 0.03 each,
 # and PI no worse than vanilla (within 0.02); YaRN with and without temperature within 0.03 of each other;
@@ -1725,14 +1972,15 @@ assert all(checks.values()), "this run is outside the expected ranges"
 # | vanilla at `L`, `2L`, `4L`, `8L` | 0.97, 0.95, 0.75, 0.58 | 0.98, 0.94, 0.91, 0.72 | yes (asserted) |
 # | YaRN − vanilla | +0.29 ± 0.09 (8/8) | +0.09 ± 0.06 (7/8) | yes (asserted) |
 # | YaRN − PI | +0.10 ± 0.06 (7/8) | +0.06 ± 0.05 (8/8) | yes (asserted) |
-# | YaRN − YaRN without temperature | +0.001 ± 0.009 (3/8) | +0.008 ± 0.017 (5/8) | yes, a null (asserted) |
+# | YaRN − YaRN without temperature | +0.001 ± 0.009 (3/8) | +0.008 ± 0.017 (5/8); set 2: +0.015 ± 0.012 (8/8) | yes: 0.02 or less on average, within 0.03 (asserted); not resolved on 2x16, small and positive on 4x8's set 2 |
 # | eq. 18 with `β = 4` − with `β = 32` | −0.11 ± 0.08 (0/8) | −0.03 ± 0.01 (0/8) | yes (asserted) |
 # | code ramp − eq. 18 ramp | +0.05 ± 0.06 (6/8) | +0.04 ± 0.06 (7/8) | same sign, within one std |
-# | PI − vanilla | +0.19 ± 0.10 (8/8) | +0.02 ± 0.10 (5/8) | no |
+# | PI − vanilla | +0.19 ± 0.10 (8/8) | +0.02 ± 0.10 (5/8); set 2: +0.11 ± 0.11 (8/8) | not below vanilla on either (asserted); on 4x8 its size is not stable across seed sets |
 # | NTK-aware `s = 2T/L` − `s = T/L` | +0.08 ± 0.04 (8/8) | −0.04 ± 0.03 (0/8) | no: flips |
 # | YaRN − NTK-aware `s = T/L` | +0.03 ± 0.05 (7/8) | −0.10 ± 0.04 (0/8) | no: flips |
 #
-# ALiBi 4x8 (the same models on both panels): 0.95 at `L`, 0.96 at `8L`, flat.
+# "Set 2" is the second seed set of RoPE 4x8 (8 more models, printed above). ALiBi 4x8 (the same models on
+# both panels): 0.95 at `L`, 0.96 at `8L`, flat.
 #
 # - *Vanilla RoPE degrades past `2L`–`4L`*, not at `L`: the trend of the rotary curve in ALiBi Fig. 1, but
 #   gradual. The slow pairs that can turn back (wavelengths from 199 tokens in the 2x16 head, from 628 in
@@ -1743,9 +1991,10 @@ assert all(checks.values()), "this run is outside the expected ranges"
 #   interpolates the slow ones. That is in line with YaRN v2 App. B.3 (Dynamic-YaRN above Dynamic-PI on
 #   Llama 2 without fine-tuning); §3.4's "surpasses all previous methods in both fine-tuned and non-fine-tuned
 #   scenarios" holds here against vanilla and PI, not against NTK-aware on 4x8 (below).
-# - *YaRN's temperature is a null on accuracy* although it does what the paper says to the attention
-#   (entropy at `8L`, previous cell: 1.47 → 1.02 nats on 2x16 and 1.79 → 1.28 on 4x8, against 0.67 and 0.78
-#   at `L`): the most recent signal already dominates each attention row, so a sharper softmax rarely
+# - *YaRN's temperature barely moves accuracy*: 0.02 or less on average on both splits and both 4x8 seed
+#   sets (pooled over the 16 RoPE 4x8 models, +0.012 ± 0.015, positive on 13). Yet it does what the paper
+#   says to the attention (entropy at `8L`, the entropy cell above: 1.47 → 1.02 nats on 2x16 and
+#   1.79 → 1.28 on 4x8, against 0.67 and 0.78 at `L`): the most recent signal already dominates each attention row, so a sharper softmax rarely
 #   changes which token wins. Eq. 22 was fitted to LLaMA perplexity (§3.4, App. A.2), a soft quantity
 #   that does respond to sharpening.
 # - *`α`, `β` matter at toy scale, but Llama 3.1's `β = 4` is the wrong way to retune here.* With `β = 4`
@@ -1764,9 +2013,15 @@ assert all(checks.values()), "this run is outside the expected ranges"
 #   recipe's 0.92) because the RoPE curves fall, not because it fits the task better. It also needs its
 #   own pre-training and enough steep heads: the 2-head ablation (slopes 1/16, 1/256) reaches only
 #   0.81 ± 0.03 at `L` (0.79 ± 0.03 at `8L`), with final losses 0.33–0.47 (Exercise 4(a) explains why).
-# - *PI without fine-tuning* gains a lot on 2x16 and nothing on 4x8, where vanilla itself holds longer.
-#   The task needs an order ("the most recent"), which PI's compression preserves; PI's worst case is a task
-#   that needs exact offsets, and PI itself fine-tunes (v2 §3.1; Table 3: 16.10 → 6.95 perplexity).
+#   And the flat curve says nothing about *using* long context: the task needs only the last few tokens,
+#   and ALiBi v2 App. B.2 finds that past `L` ALiBi "might not be using contexts longer than the ones it was
+#   trained on" (Walkthrough §7).
+# - *PI without fine-tuning* is not below vanilla at `8L` on either split. On 2x16 it gains a lot (+0.19,
+#   8 of 8 seeds). On 4x8 the two seed sets disagree on how much (+0.02 ± 0.10 on set 1, +0.11 ± 0.11 on
+#   set 2), so this toy does not show whether PI's gain depends on the head split. The task needs an order
+#   ("the most recent"), which PI's compression preserves; it blurs neighbouring positions, so tasks that
+#   need exact offsets should suit it worse (not tested here). PI itself fine-tunes (v2 §3.1; Table 3:
+#   16.10 → 6.95 perplexity).
 # - *NTK-aware's `s`*: on 2x16 the larger `s` wins, as YaRN v2 §3.1's "the scale value s has to be set
 #   higher than the expected scale" predicts from the out-of-bound pairs of Walkthrough §3; on 4x8 the
 #   smaller one wins on all 8 seeds. At `s = T/L` the 2x16 head has four pairs overshooting (up to 3.15×),
@@ -1812,6 +2067,12 @@ assert all(checks.values()), "this run is outside the expected ranges"
 #   Mamba are recurrent / state-space models without softmax attention, so there is no logit to bias.
 #   ALiBi's best-known users are BLOOM and MPT: `transformers` builds it in `models/bloom/modeling_bloom.py`
 #   (`build_alibi_tensor`) and `models/mpt/modeling_mpt.py` (`build_mpt_alibi_tensor`, checked above).
+# - **Claim: "ALiBi gives a model long context."** **Correction:** ALiBi keeps perplexity from blowing up
+#   past the trained length (ALiBi v2 Fig. 1); that is not the same as using the extra context. With a
+#   stride-1 sliding window, which gives every prediction its full context, its perplexity stays flat
+#   instead of improving, and the authors conclude that "when L_valid > L, ALiBi might not be using
+#   contexts longer than the ones it was trained on" (App. B.2). §Reproduction's flat ALiBi curve cannot
+#   show long-context use either: its task needs only the last few tokens.
 # - **Claim (seed table): "Qwen2.5 uses ALiBi plus sliding windows for 256k context."** **Correction:** the
 #   Qwen2.5 report (arXiv 2412.15115) lists RoPE with GQA, SwiGLU, QKV bias and RMSNorm in its architecture
 #   section (§2); its long-context pre-training (§3.3) raises the RoPE base from 10,000 to 1,000,000 with ABF
@@ -1836,9 +2097,10 @@ assert all(checks.values()), "this run is outside the expected ranges"
 #   note that v1 had the temperature inverted (`√t` for `√(1/t)`, and the entropy argument backwards).
 # - **Claim: "PI extends the context without training."** **Correction:** PI fine-tunes ("within 1000
 #   steps", PI v2 abstract, §3.1) and reports the fine-tuned models; how well untuned PI does depends on the
-#   task: it keeps order but blurs neighbours. On §Reproduction's recency task it helps on the 2x16 head
-#   (0.89 at `4L` against vanilla's 0.75) but not on 4x8, where at `4L` it is *below* vanilla (0.87 against
-#   0.91) and at `8L` level with it (0.74 vs 0.72); on tasks that need exact offsets it is worse.
+#   task: it keeps order but blurs neighbours. On §Reproduction's recency task untuned PI helps on the
+#   2x16 head (0.89 at `4L` against vanilla's 0.75). On 4x8 the two seed sets disagree (set 1: 0.87
+#   against 0.91 at `4L`, 0.74 against 0.72 at `8L`; set 2: 0.88 against 0.84, 0.76 against 0.64), so its
+#   gain there is not resolved. A task that needs exact offsets, which PI blurs, is not tested.
 # - **Claim: "a bigger RoPE base is free long context."** **Correction:** ABF changes the model's
 #   frequencies, so it is applied *with* training at the longer length (Llama 3: base 500,000 from the start,
 #   then a continued pre-training stage to 128K, Llama 3 report §3.2, §3.4.2; Qwen2.5: 10⁶ together with the
@@ -1992,7 +2254,7 @@ else:
 #   [ZhuiyiTechnology/roformer](https://github.com/ZhuiyiTechnology/roformer).
 # - S. Chen, S. Wong, L. Chen, Y. Tian. *Extending Context Window of Large Language Models via Positional
 #   Interpolation.* arXiv:2306.15595 v2 (2023) (Fig. 2 and its code in App. C.1; Theorem 2.1, proof in App. A;
-#   Tables 1, 3, 4). The quoted wording, table numbers and App. C.1 code were checked against the HTML
+#   §3.2; §3.3 and Tables 1, 3, 4, 5). The quoted wording, table numbers and App. C.1 code were checked against the HTML
 #   rendering of the paper on ar5iv ([ar5iv.labs.arxiv.org/html/2306.15595](https://ar5iv.labs.arxiv.org/html/2306.15595)).
 # - bloc97. *NTK-Aware Scaled RoPE allows LLaMA models to have extended (8k+) context size without any
 #   fine-tuning and minimal perplexity degradation.* r/LocalLLaMA, June 2023.
@@ -2005,11 +2267,12 @@ else:
 #   commit [995db5b](https://github.com/jquesnelle/yarn/tree/995db5b575e75230b3384d658f8b944c9662f775); the
 #   v1 errata at commit [32c9f21](https://github.com/jquesnelle/yarn/blob/32c9f217c4462c25ea0a8bc70357c0f936d4201b/Errata.md).
 # - O. Press, N. A. Smith, M. Lewis. *Train Short, Test Long: Attention with Linear Biases Enables Input
-#   Length Extrapolation.* ICLR 2022, arXiv:2108.12409 v2. Code:
+#   Length Extrapolation.* ICLR 2022, arXiv:2108.12409 v2 (Fig. 1; App. B.2 on sliding-window evaluation). Code:
 #   [ofirpress/attention_with_linear_biases](https://github.com/ofirpress/attention_with_linear_biases).
 # - J. Su. Blog posts on entropy-invariant attention scaling: [spaces.ac.cn/archives/8823](https://spaces.ac.cn/archives/8823)
 #   (the scale `κ log n / d`) and [spaces.ac.cn/archives/9034](https://spaces.ac.cn/archives/9034) (its short
-#   derivation, `H ≈ log n − λ(s_max − s̄)`), the "peaked" case of Walkthrough §5's temperature derivation.
+#   derivation, `H ≈ log n − λ(s_max − s̄)`, which mixes a small-`λ` and a large-`λ` approximation and is a
+#   heuristic outside Walkthrough §5's assumption (A)).
 # - A. Vaswani et al. *Attention Is All You Need.* NeurIPS 2017, arXiv:1706.03762 (§3.5, sinusoidal encoding).
 # - Llama Team, AI @ Meta. *The Llama 3 Herd of Models.* arXiv:2407.21783 (2024) (§2: 8K-token pre-training
 #   context; §3.2: RoPE base 500,000; §3.4.1, the 405B recipe: 4,096-token sequences for the first 252M tokens, then 8,192; §3.4: 8B and 70B
@@ -2030,7 +2293,7 @@ else:
 #   [V6 · Qwen2-VL](../vlm/V6_qwen2_vl.ipynb).
 # - Reference implementation used in the checks: `transformers` 5.23.0,
 #   `transformers.models.llama.modeling_llama` (`LlamaRotaryEmbedding`, `apply_rotary_pos_emb`,
-#   `LlamaAttention`, `LlamaForCausalLM` with its KV cache), `transformers.modeling_rope_utils.ROPE_INIT_FUNCTIONS`
+#   `LlamaAttention`, `LlamaModel`, `LlamaForCausalLM` with its KV cache), `transformers.modeling_rope_utils.ROPE_INIT_FUNCTIONS`
 #   (`"linear"`, `"dynamic"`, `"yarn"` with `mscale`/`mscale_all_dim`, `"llama3"`), `dynamic_rope_update`,
 #   `transformers.models.deepseek_v2.modeling_deepseek_v2.yarn_apply_mscale` (read, not run),
 #   `transformers.models.mpt.modeling_mpt.build_mpt_alibi_tensor`,
