@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 32
+#     cpu_seconds: 36
 #     id: F2
 #     papers:
 #     - arxiv: '2104.09864'
@@ -29,7 +29,7 @@
 #       title: The Llama 3 Herd of Models
 #       version: v3
 #     part: foundations
-#     peak_memory_mb: 991
+#     peak_memory_mb: 1034
 #     prerequisites:
 #     - F1
 #     title: 'Positional encodings: sinusoidal to RoPE to long context'
@@ -78,9 +78,9 @@
 # **Prerequisites:** F1 · The Transformer (not yet written) (attention, the sinusoidal encoding).
 # **Next:** 2D RoPE and M-RoPE for images and video in [V6 · Qwen2-VL](../vlm/V6_qwen2_vl.ipynb).
 #
-# **CPU run time:** 32 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 36 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 991 MB
+# **Peak memory:** 1034 MB
 
 # %% [markdown]
 # ## TL;DR
@@ -169,6 +169,20 @@ print("torch", torch.__version__)
 # training steps than previous methods": §4 puts the 10× against Code Llama and the 2.5× against PI, and
 # Table 1 is the like-for-like comparison behind the latter ("the same methodology but 2.5x less training
 # steps and data", §4.3.1).
+#
+# **YaRN's fine-tuning recipe** (YaRN v2 §4.1–4.2), what a reproduction needs:
+#
+# - *Models and change.* Llama 2 7B and 13B; nothing in the architecture changes but the embedding
+#   frequencies (YaRN as in §3.4, with `s = 16` and `s = 32`).
+# - *Optimiser.* AdamW with betas 0.9 and 0.95, learning rate 2×10⁻⁵, no weight decay, a linear warm-up
+#   of 20 steps.
+# - *`s = 16`.* 400 steps at global batch size 64 on PG19 chunked into 64K-token segments, each bookended
+#   with the BOS and EOS tokens (400 × 64 × 64K ≈ 1.6–1.7 billion tokens).
+# - *`s = 32`.* The same procedure started from the finished `s = 16` checkpoint, for 200 more steps on the
+#   same 64K data. That model extrapolates to 128K without seeing such lengths in training, which §4.2
+#   calls transfer learning: "the s = 32 model is equivalent to the s = 16 model across the entire context
+#   size".
+# - *Cost.* §4: the 400 steps represent "approximately 0.1% of the model's original pre-training corpus".
 #
 # **What the extension costs inside the original window** (the papers' own numbers, after fine-tuning):
 #
@@ -428,18 +442,19 @@ print(f"exact Σ cos(Δθ_i) rises on {rises} of the 2000 one-token steps; large
 #
 # ### 1. Why extrapolation breaks and interpolation does not: PI v2 Fig. 2 and Theorem 2.1
 #
-# PI (v2 §2.2, eq. 3) reads the score as a function of the offset, `a(s) = Re Σ_j h_j e^{isθ_j}`, a sum of
-# `d/2` sinusoids. Fit such a sum to random values at the integer offsets `0 … L−1` (least squares, as the
-# paper's App. C.1 does for LLaMA 7B's `d = 128`, `L = 2048`): inside `[0, L]` it stays bounded (PI's
-# caption: "approximately within [−1, 1]"; here `max |a| ≤ 0.58`, printed below), but
-# nothing controls it past `L`, where "it may goes beyond 8000". Between integers it stays smooth. Theorem
-# 2.1 (eq. 5) bounds how far `a` can stray from the straight line `a_linear` between two integer neighbours
-# `s₁ < s < s₂`:
+# PI (v2 §2.2, eq. 3) reads the score as a function of the relative offset `Δ`,
+# `a(Δ) = Re Σ_j h_j e^{iΔθ_j}`, a sum of `d/2` sinusoids (PI calls the offset `s`; here `s` stays the
+# extension ratio, and `Δ` is the offset as in Derivations §6). Fit such a sum to random values at the
+# integer offsets `0 … L−1` (least squares, as the paper's App. C.1 does for LLaMA 7B's `d = 128`,
+# `L = 2048`): inside `[0, L]` it stays bounded (PI's caption: "approximately within [−1, 1]"; here
+# `max |a| ≤ 0.58`, printed below), but nothing controls it past `L`, where "it may goes beyond 8000".
+# Between integers it stays smooth. Theorem 2.1 (eq. 5) bounds how far `a` can stray from the straight
+# line `a_linear` between two integer neighbours `Δ₁ < Δ < Δ₂`:
 #
-# $$|a(s) - a_{\text{linear}}(s)| \le d\,\big(\max_j |h_j|\big)\,\frac{(s-s_1)(s_2-s)}{8\ln c}, \quad c = 10000,$$
+# $$|a(\Delta) - a_{\text{linear}}(\Delta)| \le d\,\big(\max_j |h_j|\big)\,\frac{(\Delta-\Delta_1)(\Delta_2-\Delta)}{8\ln c}, \quad c = 10000,$$
 #
-# from a Taylor expansion: linear interpolation between `s₁` and `s₂` misses by at most
-# `max|a''| · (s−s₁)(s₂−s)/2`, and `|a''(s)| ≤ Σ_j |h_j| θ_j² ≤ max_j|h_j| · Σ_j θ_j²` (PI App. A). The last
+# from a Taylor expansion: linear interpolation between `Δ₁` and `Δ₂` misses by at most
+# `max|a''| · (Δ−Δ₁)(Δ₂−Δ)/2`, and `|a''(Δ)| ≤ Σ_j |h_j| θ_j² ≤ max_j|h_j| · Σ_j θ_j²` (PI App. A). The last
 # sum is a geometric series with ratio `c^{−4/d}`:
 #
 # $$\sum_{j=0}^{d/2-1} \theta_j^2 = \sum_{j=0}^{d/2-1} c^{-4j/d} = \frac{1-c^{-2}}{1-c^{-4/d}}
@@ -449,7 +464,7 @@ print(f"exact Σ cos(Δθ_i) rises on {rises} of the 2000 one-token steps; large
 # `1 − e^{−x} < x`, so the exact sum is larger: 3.998 against `d/(4 ln c)` = 3.474 at `d = 128`,
 # `c = 10⁴` (printed below), i.e. the exact sum is 15 % larger than PI's constant, and the in-phase worst
 # case below exceeds eq. 5 as printed by 9 %; the exact form
-# `max|h_j| · (1−c^{−2})/(1−c^{−4/d}) · (s−s₁)(s₂−s)/2` is a bound. PI v2 App. A reaches its constant in two
+# `max|h_j| · (1−c^{−2})/(1−c^{−4/d}) · (Δ−Δ₁)(Δ₂−Δ)/2` is a bound. PI v2 App. A reaches its constant in two
 # steps. Eq. 13 writes `Σ_{j=0}^{d/2−1} c^{−4j/d} = 1/(1−c^{−4/d})` as an
 # *equality*, which holds only for the infinite series; for the finite sum it is an upper bound (it drops
 # the factor `1−c^{−2} < 1`), a harmless direction. Eq. 14 then bounds `1/(1−c^{−4/d})` by `d/(4 ln c)`,
@@ -468,48 +483,48 @@ print(f"exact Σ cos(Δθ_i) rises on {rises} of the 2000 one-token steps; large
 d_pi, L_pi, c_pi = 128, 2048, 10000.0
 freqs = inv_freq_default(d_pi, c_pi)  # (64,)
 gen = torch.Generator().manual_seed(0)
-s_int = torch.arange(L_pi, dtype=torch.float64)
+off_int = torch.arange(L_pi, dtype=torch.float64)  # integer offsets Delta
 y = torch.randn(L_pi, dtype=torch.float64, generator=gen)  # random "scores" to fit at integer offsets
 
 
-def basis(s: torch.Tensor) -> torch.Tensor:
-    """[sin(s theta_j), cos(s theta_j)] for each offset s. -> (len(s), d)."""
-    ang = s[:, None] * freqs
+def basis(offsets: torch.Tensor) -> torch.Tensor:
+    """[sin(Delta theta_j), cos(Delta theta_j)] for each offset Delta. -> (len(offsets), d)."""
+    ang = offsets[:, None] * freqs
     return torch.cat([ang.sin(), ang.cos()], dim=1)
 
 
 def ridge_fit(eps: float) -> torch.Tensor:
     """Least squares (X^T X + eps I) c = X^T y, PI App. C.1's solve (its eps = 0; a tiny eps keeps it reproducible)."""
-    X = basis(s_int)
+    X = basis(off_int)
     return torch.linalg.solve(X.T @ X + eps * torch.eye(d_pi, dtype=torch.float64), X.T @ y)
 
 
-s_ext = torch.arange(0, 2 * L_pi, dtype=torch.float64)
+off_ext = torch.arange(0, 2 * L_pi, dtype=torch.float64)
 fits = {eps: ridge_fit(eps) for eps in (1e-8, 1e-4, 1.0)}
 for eps, coef_eps in fits.items():
-    a_eps = basis(s_ext) @ coef_eps
-    print(f"ridge eps = {eps:g}: max |a(s)| on [0, L) {a_eps[:L_pi].abs().max():.2f}, on [L, 2L) {a_eps[L_pi:].abs().max():.1e}")
+    a_eps = basis(off_ext) @ coef_eps
+    print(f"ridge eps = {eps:g}: max |a(Δ)| on [0, L) {a_eps[:L_pi].abs().max():.2f}, on [L, 2L) {a_eps[L_pi:].abs().max():.1e}")
 coef = fits[1e-8]  # the nearly unregularised fit of the paper's figure
-h_abs = torch.sqrt(coef[: d_pi // 2] ** 2 + coef[d_pi // 2:] ** 2)  # |h_j| of a(s) = Re sum h_j e^{i s theta_j}
-a_ext = basis(s_ext) @ coef
-s_fine = torch.arange(25, 75, 0.125, dtype=torch.float64)
-a_fine = basis(s_fine) @ coef
+h_abs = torch.sqrt(coef[: d_pi // 2] ** 2 + coef[d_pi // 2:] ** 2)  # |h_j| of a(Delta) = Re sum h_j e^{i Delta theta_j}
+a_ext = basis(off_ext) @ coef
+off_fine = torch.arange(25, 75, 0.125, dtype=torch.float64)
+a_fine = basis(off_fine) @ coef
 inside, outside = a_ext[:L_pi].abs().max().item(), a_ext[L_pi:].abs().max().item()
-a_ridge = basis(s_ext) @ fits[1.0]
+a_ridge = basis(off_ext) @ fits[1.0]
 assert outside > 100 * inside and a_ridge[L_pi:].abs().max() < 10 * a_ridge[:L_pi].abs().max()
 fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
-axes[0].scatter(s_int[:200].numpy(), y[:200].numpy(), s=4)
-axes[0].plot(s_ext[:200].numpy(), a_ext[:200].numpy(), "r", lw=1)
-axes[0].set(title="fit on [0, L] (first 200 offsets)", xlabel="offset s", ylabel="attention score a(s)")
-axes[1].plot(s_ext.numpy(), a_ext.numpy(), "r", lw=0.8, label="eps = 1e-8")
-axes[1].plot(s_ext.numpy(), a_ridge.numpy(), "b", lw=0.8, label="ridge, eps = 1")
+axes[0].scatter(off_int[:200].numpy(), y[:200].numpy(), s=4)
+axes[0].plot(off_ext[:200].numpy(), a_ext[:200].numpy(), "r", lw=1)
+axes[0].set(title="fit on [0, L] (first 200 offsets)", xlabel="offset Δ", ylabel="attention score a(Δ)")
+axes[1].plot(off_ext.numpy(), a_ext.numpy(), "r", lw=0.8, label="eps = 1e-8")
+axes[1].plot(off_ext.numpy(), a_ridge.numpy(), "b", lw=0.8, label="ridge, eps = 1")
 axes[1].axvline(L_pi, color="k", ls="--", lw=0.5)
-axes[1].set(title="extrapolation past L = 2048", xlabel="offset s", yscale="symlog")
+axes[1].set(title="extrapolation past L = 2048", xlabel="offset Δ", yscale="symlog")
 axes[1].legend(fontsize=8)
-axes[2].plot(s_fine.numpy(), a_fine.numpy(), "r", lw=1)
+axes[2].plot(off_fine.numpy(), a_fine.numpy(), "r", lw=1)
 for i in range(25, 76):
     axes[2].axvline(i, color="k", ls=":", lw=0.3)
-axes[2].set(title="interpolation (dotted: integer offsets)", xlabel="offset s")
+axes[2].set(title="interpolation (dotted: integer offsets)", xlabel="offset Δ")
 fig.suptitle("PI v2 Fig. 2 refitted: d = 128, L = 2048, random targets")
 plt.show()
 print(f"this fit has max |h_j| = {h_abs.max():.0f}: large coefficients, which is what blows up past L")
@@ -517,12 +532,12 @@ print(f"this fit has max |h_j| = {h_abs.max():.0f}: large coefficients, which is
 # %% [markdown]
 # **Checking Theorem 2.1 where it is tight.** With coefficients of size 1 the bound is close to the truth,
 # so the check can fail: random unit phases `h_j = e^{iφ_j}`, and the in-phase worst case `h_j = 1` (all
-# cosines peak together at `s = 0`), at the 350 fractional offsets of the grid `0, 0.125, …, 49.875`
+# cosines peak together at `Δ = 0`), at the 350 fractional offsets of the grid `0, 0.125, …, 49.875`
 # (400 points minus the 50 integers). The exact sum `Σ θ_j²` is printed twice (brute force and the
 # closed form above; that they agree is arithmetic, not a check). Asserted: the linear interpolant stays within
 # the exact bound; the worst case comes within a factor 10 of it; the in-phase case *exceeds* PI's printed
 # constant `d/(8 ln c)` (the approximation is not a bound); and a wrong interpolant (the floor neighbour
-# `a(s₁)`, i.e. no interpolation) violates the bound, so the check has teeth.
+# `a(Δ₁)`, i.e. no interpolation) violates the bound, so the check has teeth.
 
 # %%
 sum_theta2 = (freqs**2).sum().item()  # brute force
@@ -532,31 +547,31 @@ print(f"sum_j theta_j^2: brute force {sum_theta2:.3f}, closed form {closed_form:
       f"(the exact sum is {100 * (sum_theta2 / pi_constant - 1):.0f} % larger)")
 
 
-def score_at(h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """a(s) = Re sum_j h_j e^{i s theta_j} for complex h (d/2,) and offsets s (n,). -> (n,)."""
-    return (h * torch.exp(1j * s[:, None] * freqs)).real.sum(-1)
+def score_at(h: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """a(Delta) = Re sum_j h_j e^{i Delta theta_j} for complex h (d/2,) and offsets Delta (n,). -> (n,)."""
+    return (h * torch.exp(1j * offsets[:, None] * freqs)).real.sum(-1)
 
 
-s_frac = torch.arange(0, 50, 0.125, dtype=torch.float64)
-s_frac = s_frac[s_frac != s_frac.floor()]  # fractional offsets only: (350,)
-print(f"{len(s_frac)} fractional offsets in (0, 50)")
-s1, s2 = s_frac.floor(), s_frac.floor() + 1
-width = (s_frac - s1) * (s2 - s_frac)  # (s - s1)(s2 - s)
+off_frac = torch.arange(0, 50, 0.125, dtype=torch.float64)
+off_frac = off_frac[off_frac != off_frac.floor()]  # fractional offsets only: (350,)
+print(f"{len(off_frac)} fractional offsets in (0, 50)")
+off1, off2 = off_frac.floor(), off_frac.floor() + 1  # the integer neighbours Delta_1 < Delta < Delta_2
+width = (off_frac - off1) * (off2 - off_frac)  # (Delta - Delta_1)(Delta_2 - Delta)
 phases_h = 2 * math.pi * torch.rand(d_pi // 2, dtype=torch.float64, generator=gen)
 ratios = {}
 for label, h in [("random unit phases", torch.exp(1j * phases_h)),
                  ("in phase, h_j = 1", torch.ones(d_pi // 2, dtype=torch.complex128))]:
-    a_true = score_at(h, s_frac)
-    a_lin = (s2 - s_frac) * score_at(h, s1) + (s_frac - s1) * score_at(h, s2)
+    a_true = score_at(h, off_frac)
+    a_lin = (off2 - off_frac) * score_at(h, off1) + (off_frac - off1) * score_at(h, off2)
     exact_bound = h.abs().max() * closed_form * width / 2
     pi_bound = d_pi * h.abs().max() * width / (8 * math.log(c_pi))  # eq. 5 as printed
     gap = (a_true - a_lin).abs()
     assert (gap <= exact_bound + 1e-12).all(), f"{label}: Theorem 2.1 (exact constant) violated"
-    assert ((a_true - score_at(h, s1)).abs() > exact_bound).any(), "the floor neighbour should violate the bound"
+    assert ((a_true - score_at(h, off1)).abs() > exact_bound).any(), "the floor neighbour should violate the bound"
     ratios[label] = (gap / exact_bound).max().item()
     print(f"{label:19s}: max |a - a_lin| / exact bound {ratios[label]:.2f}; "
           f"/ PI's printed bound {(gap / pi_bound).max():.2f}; floor neighbour / exact bound "
-          f"{((a_true - score_at(h, s1)).abs() / exact_bound).max():.0f}")
+          f"{((a_true - score_at(h, off1)).abs() / exact_bound).max():.0f}")
 assert max(ratios.values()) > 0.1
 assert ratios["in phase, h_j = 1"] * closed_form / pi_constant > 1, "PI's constant should be exceeded in phase"
 
@@ -681,109 +696,6 @@ for l_now in (32, 64, 128, 256):
 # have alternatives" (footnote 4). Below are both, written from the equations: `yarn_paper` is eq. 17, 18,
 # 20 literally; `yarn_code` is the same structure with the code's ramp. §Check compares them with
 # `transformers` and with each other.
-#
-# **Temperature** (YaRN v2 §3.4, eq. 21): divide the logits by `t`, `softmax(q_mᵀk_n / (t√|D|))`,
-# implemented for free by multiplying cos and sin, hence both `q` and `k`, by `√(1/t)`; for LLaMA and
-# Llama 2 (eq. 22)
-#
-# $$\sqrt{1/t} = 0.1 \ln s + 1 ,$$
-#
-# "found by fitting `√(1/t)` at the lowest perplexity against the scale extension by various factors `s`"
-# on LLaMA 7B–65B without fine-tuning. The logits are multiplied by `(0.1 ln s + 1)²`.
-#
-# **Why a temperature.** A query spreads its attention over every key it can see; with more keys the softmax
-# gets flatter (for `n` keys of equal logit its entropy is `ln n`), and interpolation makes far keys look
-# closer (smaller angles), which raises their logits and flattens it further. YaRN's erratum states the
-# direction: interpolation "increases the average entropy of the attention softmax" and the goal is "to
-# reverse the increase of entropy" ([Errata.md](https://github.com/jquesnelle/yarn/blob/32c9f217c4462c25ea0a8bc70357c0f936d4201b/Errata.md),
-# the authors' correction of the v1 preprint's inverted §3.4; the file left the repository once v2 fixed
-# the text). Dividing the logits by `t < 1` sharpens it back.
-#
-# **Why `ln s`: a derivation from two assumptions.** Take one query and `n` keys with logits `λ z_j`, where
-# `λ` is the scale the temperature sets (`λ = 1/t` relative to the trained model, whose own scale is
-# `λ_1 = 1`). The softmax entropy is exactly
-#
-# $$H = \ln \sum_j e^{\lambda z_j} - \lambda \sum_j p_j z_j , \qquad p_j = e^{\lambda z_j} \Big/ \sum_k e^{\lambda z_k} .$$
-#
-# Differentiate it at fixed `n`. The first term gives `Σ_j p_j z_j`; the derivative of the mean
-# `Σ_j p_j z_j` is the attention-weighted variance `Var_p(z) = Σ_j p_j z_j² − (Σ_j p_j z_j)²`; so
-#
-# $$\frac{\partial H}{\partial \lambda} = \sum_j p_j z_j - \Big(\sum_j p_j z_j + \lambda\,\mathrm{Var}_p(z)\Big) = -\lambda\,\mathrm{Var}_p(z) \;\le 0 \qquad\text{(exact)}.$$
-#
-# *Assumption (A): the keys are statistically alike*, i.e. the `z_j` behave like `n` draws from one
-# distribution whatever `n` is. With its cumulant generating function `K(λ) = ln E[e^{λz}]`, for large `n`
-# `Σ_j e^{λz_j} ≈ n e^{K(λ)}` and `Σ_j p_j z_j ≈ K'(λ)` (the mean of `z` under the tilted weights), so
-#
-# $$H(n, \lambda) \approx \ln n - G(\lambda), \qquad G(\lambda) = \lambda K'(\lambda) - K(\lambda), \quad G(0) = 0, \quad G'(\lambda) = \lambda K''(\lambda) > 0 .$$
-#
-# This law-of-large-numbers step needs **no single key to dominate** `Σ_j e^{λz_j}`. For Gaussian logits
-# `z ~ N(μ, σ²)` the sum's relative variance is `(e^{λ²σ²} − 1)/n`, so it concentrates only while
-# `λ²σ² ≪ ln n`; where one key takes most of the weight ("peaked" attention), (A)'s approximation fails.
-#
-# *Assumption (B), the target: keep the entropy at its trained value `H_L`* (YaRN's erratum asks to
-# "reverse the increase of entropy"; eq. 22 itself was fitted to perplexity, not to entropy). Under (A), `s`
-# times more keys add `ln s` nats at a fixed scale, so (B) asks for
-#
-# $$G(\lambda_s) = G(\lambda_1) + \ln s, \qquad G(\lambda_1) = \ln L - H_L \ \text{(the trained attention's entropy deficit)} .$$
-#
-# Two things follow for the logit multiplier `m = λ_s/λ_1`:
-#
-# 1. **`m` depends on `s` only through `ln s`**, the only place `s` enters.
-# 2. **Its first-order coefficient.** Differentiate both sides with respect to `ln s`:
-#    `G'(λ_s) · dλ_s/d ln s = 1`. At `s = 1`, `dλ_s/d ln s = 1/G'(λ_1) = 1/(λ_1 K''(λ_1))`, and `K''(λ_1)`,
-#    the variance of `z` under weights `∝ e^{λ_1 z}`, is for large `n` the trained softmax's `Var_p(z)`.
-#    Dividing by `λ_1`:
-#
-# $$m = 1 + \kappa \ln s + O(\ln^2 s), \qquad \kappa = \frac{1}{\lambda_1^2\,\mathrm{Var}_p(z)} = \frac{1}{\mathrm{Var}_p(\lambda_1 z)} .$$
-#
-#    The same result without `G`: at fixed `n` the exact identity gives `dH = −λ Var_p(z) dλ`; at fixed `λ`,
-#    (A) gives `dH = d ln n`. Keeping `H` fixed while `ln n` grows by `d ln s` therefore needs
-#    `dλ = d ln s / (λ Var_p(z))`.
-#
-# **Closed forms.** *Gaussian logits*: `K = μλ + σ²λ²/2`, `G = σ²λ²/2`, so `m² = 1 + ln s/(ln L − H_L)`,
-# concave in `ln s`. Its `κ = 1/(2(ln L − H_L))` agrees with the general `1/Var_p(λ_1 z)`: for a Gaussian,
-# the tilted variance is `Var_p(z) = σ²` and the deficit is `ln L − H_L = G(λ_1) = σ²λ_1²/2`.
-#
-# **Su's heuristic is not a consequence of (A).** J. Su's entropy-invariance argument
-# ([spaces.ac.cn/archives/9034](https://spaces.ac.cn/archives/9034), the short derivation behind the scale
-# `κ log n / d` of [/8823](https://spaces.ac.cn/archives/8823)) writes
-# `H = ln n + ln((1/n) Σ_j e^{λz_j}) − λ Σ_j p_j z_j` and mixes two opposite limits:
-#
-# - the middle term gets its small-`λ` (mean-field) value `λ z̄`;
-# - the last term gets its large-`λ` value `λ z_max`, "softmax picks the max".
-#
-# That gives `H ≈ ln n − λ(z_max − z̄)`, linear in `λ`. Both replacements err the same way
-# (`ln((1/n) Σ e^{λz}) ≥ λ z̄` by Jensen, and `Σ p_j z_j ≤ z_max`), so `ln n − λ(z_max − z̄)` is a
-# *lower bound* on `H`, equal only when all logits are equal. Under (A), `G` starts quadratic
-# (`G(0) = G'(0) = 0`, `G''(0) = Var z`) and `z_max` grows with `n`, so no regime of (A) makes `G` linear
-# through the origin. Su concludes `λ ∝ ln n`, i.e. `m = ln(sL)/ln L = 1 + ln s/ln L`: `κ = 1/ln L`, which
-# is 0.13 at LLaMA's `L = 2048` and 0.12 at Llama 2's 4096.
-#
-# **Against eq. 22.** Its logit multiplier is `(0.1 ln s + 1)² = 1 + 0.2 ln s + 0.01 ln² s`:
-#
-# - `κ = 0.2`, one constant fitted to perplexity (§3.4, quoted above), where (A) and (B) give
-#   `κ = 1/Var_p(λ_1 z)`, which depends on how the trained attention spreads (0.2 means `Var_p(λ_1 z) = 5`);
-# - it is convex in `ln s`, where the Gaussian solution is concave, so the fit and the entropy picture part
-#   as `s` grows.
-#
-# YaRN v2 App. A.2 is the paper's evidence for the fit: for LLaMA 7B at `s = 8`, over 896 RedPajama
-# documents of 16K tokens, the best `t` is "mostly consistent across different samples and different
-# positions", the recommended value is `√(1/t) = 0.1 ln 8 + 1 ≈ 1.208` (eq. 25), and "the best value of t
-# follows our recommended formula (Eq. 22) closely" for other `s`. The code computes the temperature in
-# `yarn_temperature` below; the entropy cell further down measures `H_L` and `Var_p` on a Llama-like head,
-# checks `κ` and (A) against the multiplier that really restores `H_L`, and compares them with eq. 22.
-#
-# **DeepSeek-V2-style `mscale`**, in `transformers`' `_compute_yarn_parameters`:
-#
-# - eq. 22 is written `get_mscale(s, m) = 0.1·m·ln s + 1` (1 for `s ≤ 1`);
-# - when no `attention_factor` is given but both `mscale` and `mscale_all_dim` are, cos and sin are
-#   multiplied by `get_mscale(s, mscale)/get_mscale(s, mscale_all_dim)` instead of `get_mscale(s, 1)`
-#   (`mscale` alone is ignored);
-# - DeepSeek-V2's attention then multiplies its softmax scale, which covers its non-rotary query/key dims
-#   too, by `get_mscale(s, mscale_all_dim)²` (`yarn_apply_mscale` in
-#   `models/deepseek_v2/modeling_deepseek_v2.py`);
-# - so the rotary part of a logit gets `get_mscale(s, mscale)²` in all and the non-rotary part
-#   `get_mscale(s, mscale_all_dim)²`; equal values move the whole temperature into the softmax scale.
 
 # %%
 def yarn_paper(d: int, base: float, s: float, L: int, alpha: float = 1.0, beta: float = 32.0) -> torch.Tensor:
@@ -810,13 +722,8 @@ def yarn_code(d: int, base: float, s: float, L: int, alpha: float = 1.0, beta: f
     return (1 - gamma) * theta / s + gamma * theta
 
 
-def yarn_temperature(s: float) -> float:
-    """sqrt(1/t) = 0.1 ln s + 1 (YaRN v2 eq. 22), 1 for s <= 1."""
-    return 0.1 * math.log(s) + 1 if s > 1 else 1.0
-
-
 d, b, L_llama, s = 128, 10000.0, 4096, 4.0  # Llama-2-like head: d = 128, base 10^4, trained at L = 4096
-yarn_freq, yarn_scale = yarn_code(d, b, s, L_llama), yarn_temperature(s)
+yarn_freq = yarn_code(d, b, s, L_llama)
 theta = inv_freq_default(d, b)
 turns = L_llama * theta / (2 * math.pi)  # r_i
 between = (turns > 1) & (turns < 32)
@@ -824,7 +731,6 @@ gap = ((yarn_paper(d, b, s, L_llama) - yarn_freq).abs() / theta)[between]
 print(f"Llama-2 head, s = {s:g}: {int((turns > 32).sum())} pairs kept (r > 32), {int((turns < 1).sum())} "
       f"interpolated (r < 1), {int(between.sum())} on the ramp")
 print(f"eq. 18 (linear in r) vs the code (linear in log r, rounded): largest gap on the ramp {gap.max():.2f}·θ_i")
-print(f"sqrt(1/t) = {yarn_scale:.4f}: logits multiplied by {yarn_scale**2:.4f}")
 toy_code, toy_paper = yarn_code(d_toy, 1e4, 8.0, L_toy), yarn_paper(d_toy, 1e4, 8.0, L_toy)
 print("toy head (d = 16, L = 64), s = 8, θ'/θ per pair: code  " + " ".join(f"{v:.2f}" for v in (toy_code / theta_toy).tolist()))
 print("                                             eq. 18 " + " ".join(f"{v:.2f}" for v in (toy_paper / theta_toy).tolist()))
@@ -844,6 +750,101 @@ for r in (32, 1):
 ax.set(xlabel="pair index i (fast → slow)", ylabel="θ'_i / θ_i", title=f"d={d}, b={b:g}, L={L_llama}, s={s:g}")
 ax.legend(fontsize=8)
 plt.show()
+
+# %% [markdown]
+# **Temperature** (YaRN v2 §3.4, eq. 21): divide the logits by `t`, `softmax(q_mᵀk_n / (t√|D|))`,
+# implemented for free by multiplying cos and sin, hence both `q` and `k`, by `√(1/t)`; for LLaMA and
+# Llama 2 (eq. 22)
+#
+# $$\sqrt{1/t} = 0.1 \ln s + 1 ,$$
+#
+# "found by fitting `√(1/t)` at the lowest perplexity against the scale extension by various factors `s`"
+# on LLaMA 7B–65B without fine-tuning. The logits are multiplied by `(0.1 ln s + 1)²`.
+#
+# YaRN v2 App. A.2 is the paper's evidence for the fit: for LLaMA 7B at `s = 8`, over 896 RedPajama
+# documents of 16K tokens, the best `t` is "mostly consistent across different samples and different
+# positions", the recommended value is `√(1/t) = 0.1 ln 8 + 1 ≈ 1.208` (eq. 25), and "the best value of t
+# follows our recommended formula (Eq. 22) closely" for other `s`.
+#
+# **DeepSeek-V2-style `mscale`**, in `transformers`' `_compute_yarn_parameters`:
+#
+# - eq. 22 is written `get_mscale(s, mscale) = 0.1·mscale·ln s + 1` (1 for `s ≤ 1`);
+# - when no `attention_factor` is given but both `mscale` and `mscale_all_dim` are, cos and sin are
+#   multiplied by `get_mscale(s, mscale)/get_mscale(s, mscale_all_dim)` instead of `get_mscale(s, 1)`
+#   (`mscale` alone is ignored);
+# - DeepSeek-V2's attention then multiplies its softmax scale, which covers its non-rotary query/key dims
+#   too, by `get_mscale(s, mscale_all_dim)²` (`yarn_apply_mscale` in
+#   `models/deepseek_v2/modeling_deepseek_v2.py`);
+# - so the rotary part of a logit gets `get_mscale(s, mscale)²` in all and the non-rotary part
+#   `get_mscale(s, mscale_all_dim)²`; equal values move the whole temperature into the softmax scale.
+#
+# The cell implements eq. 22 (`yarn_temperature`); §Check compares it, and the `mscale` ratio, with
+# `transformers`.
+
+# %%
+def yarn_temperature(s: float) -> float:
+    """sqrt(1/t) = 0.1 ln s + 1 (YaRN v2 eq. 22), 1 for s <= 1."""
+    return 0.1 * math.log(s) + 1 if s > 1 else 1.0
+
+
+yarn_scale = yarn_temperature(s)
+print(f"s = {s:g}: sqrt(1/t) = {yarn_scale:.4f}: logits multiplied by {yarn_scale**2:.4f}")
+
+# %% [markdown]
+# **Why a temperature.** A query spreads its attention over every key it can see; with more keys the softmax
+# gets flatter (for `n` keys of equal logit its entropy is `ln n`), and interpolation makes far keys look
+# closer (smaller angles), which raises their logits and flattens it further. YaRN's erratum states the
+# direction: interpolation "increases the average entropy of the attention softmax" and the goal is "to
+# reverse the increase of entropy" ([Errata.md](https://github.com/jquesnelle/yarn/blob/32c9f217c4462c25ea0a8bc70357c0f936d4201b/Errata.md),
+# the authors' correction of the v1 preprint's inverted §3.4; the file left the repository once v2 fixed
+# the text). Dividing the logits by `t < 1` sharpens it back.
+#
+# **Why `ln s`: a derivation from two assumptions.** Take one query and `n` keys with logits `τ z_j`, where
+# `τ` is the scale the temperature sets (`τ = 1/t` relative to the trained model, whose own scale is
+# `τ_1 = 1`). In this derivation `τ` is the logit scale and `μ` the logit multiplier, since `λ` is a
+# wavelength and `m` a position elsewhere in the reading. The softmax entropy is exactly
+#
+# $$H = \ln \sum_j e^{\tau z_j} - \tau \sum_j p_j z_j , \qquad p_j = e^{\tau z_j} \Big/ \sum_k e^{\tau z_k} .$$
+#
+# Differentiate it at fixed `n`. The first term gives `Σ_j p_j z_j`; the derivative of the mean
+# `Σ_j p_j z_j` is the attention-weighted variance `Var_p(z) = Σ_j p_j z_j² − (Σ_j p_j z_j)²`; so
+#
+# $$\frac{\partial H}{\partial \tau} = \sum_j p_j z_j - \Big(\sum_j p_j z_j + \tau\,\mathrm{Var}_p(z)\Big) = -\tau\,\mathrm{Var}_p(z) \;\le 0 \qquad\text{(exact, for } \tau \ge 0\text{)}.$$
+#
+# *Assumption (A): the keys are statistically alike*, i.e. the `z_j` behave like `n` draws from one
+# distribution whatever `n` is. With its cumulant generating function `K(τ) = ln E[e^{τz}]`, for large `n`
+# `Σ_j e^{τz_j} ≈ n e^{K(τ)}` and `Σ_j p_j z_j ≈ K'(τ)` (the mean of `z` under the tilted weights), so
+#
+# $$H(n, \tau) \approx \ln n - G(\tau), \qquad G(\tau) = \tau K'(\tau) - K(\tau), \quad G(0) = 0, \quad G'(\tau) = \tau K''(\tau) > 0 \ \text{for } \tau > 0 .$$
+#
+# This law-of-large-numbers step needs **no single key to dominate** `Σ_j e^{τz_j}`. For Gaussian logits
+# `z ~ N(ν, σ²)` the sum's relative variance is `(e^{τ²σ²} − 1)/n`, so it concentrates only while
+# `τ²σ² ≪ ln n`; where one key takes most of the weight ("peaked" attention), (A)'s approximation fails.
+#
+# *Assumption (B), the target: keep the entropy at its trained value `H_L`* (YaRN's erratum asks to
+# "reverse the increase of entropy"; eq. 22 itself was fitted to perplexity, not to entropy). Under (A), `s`
+# times more keys add `ln s` nats at a fixed scale, so (B) asks for
+#
+# $$G(\tau_s) = G(\tau_1) + \ln s, \qquad G(\tau_1) = \ln L - H_L \ \text{(the trained attention's entropy deficit)} .$$
+#
+# Two things follow for the logit multiplier `μ = τ_s/τ_1`:
+#
+# 1. **`μ` depends on `s` only through `ln s`**, the only place `s` enters.
+# 2. **Its first-order coefficient.** Differentiate both sides with respect to `ln s`:
+#    `G'(τ_s) · dτ_s/d ln s = 1`. At `s = 1`, `dτ_s/d ln s = 1/G'(τ_1) = 1/(τ_1 K''(τ_1))`, and `K''(τ_1)`,
+#    the variance of `z` under weights `∝ e^{τ_1 z}`, is for large `n` the trained softmax's `Var_p(z)`.
+#    Dividing by `τ_1`:
+#
+# $$\mu = 1 + \kappa \ln s + O(\ln^2 s), \qquad \kappa = \frac{1}{\tau_1^2\,\mathrm{Var}_p(z)} = \frac{1}{\mathrm{Var}_p(\tau_1 z)} .$$
+#
+#    The same result without `G`: at fixed `n` the exact identity gives `dH = −τ Var_p(z) dτ`; at fixed `τ`,
+#    (A) gives `dH = d ln n`. Keeping `H` fixed while `ln n` grows by `d ln s` therefore needs
+#    `dτ = d ln s / (τ Var_p(z))`.
+#
+# **Closed forms.** *Gaussian logits*: `K = ντ + σ²τ²/2`, `G = σ²τ²/2`, so `μ² = 1 + ln s/(ln L − H_L)`,
+# concave in `ln s`. Its `κ = 1/(2(ln L − H_L))` agrees with the general `1/Var_p(τ_1 z)`: for a Gaussian,
+# the tilted variance is `Var_p(z) = σ²` and the deficit is `ln L − H_L = G(τ_1) = σ²τ_1²/2`. For other
+# logit distributions the two values differ; the uniform-logit test below separates them.
 
 # %% [markdown]
 # **Measuring it: attention entropy on a Llama-like head** (`d = 128`, `b = 10⁴`, trained length
@@ -884,27 +885,53 @@ print(f"content part vs ½ Σ ρ_i cos(Δθ_i): {error_bound(err_content, 1e-10)
       f"noise part vs (R_Δ q)ᵀε: {error_bound(err_noise, 1e-10)}")
 
 # %% [markdown]
+# **Two rival predictions.** *Su's heuristic is not a consequence of (A).* J. Su's entropy-invariance
+# argument ([spaces.ac.cn/archives/9034](https://spaces.ac.cn/archives/9034), the short derivation behind
+# the length-dependent scale `∝ log n / d` of [/8823](https://spaces.ac.cn/archives/8823); Su's `λ` and `s_i`
+# are this reading's `τ` and `z_j`) writes `H = ln n + ln((1/n) Σ_j e^{τz_j}) − τ Σ_j p_j z_j` and mixes two
+# opposite limits:
+#
+# - the middle term gets its small-`τ` (mean-field) value `τ z̄`;
+# - the last term gets its large-`τ` value `τ z_max`, "softmax picks the max".
+#
+# That gives `H ≈ ln n − τ(z_max − z̄)`, linear in `τ`. For `τ ≥ 0` both replacements err the same way
+# (`ln((1/n) Σ e^{τz}) ≥ τ z̄` by Jensen, and `Σ p_j z_j ≤ z_max`), so `ln n − τ(z_max − z̄)` is a
+# *lower bound* on `H`, equal only when all logits are equal. Under (A), `G` starts quadratic
+# (`G(0) = G'(0) = 0`, `G''(0) = Var z`) and `z_max` grows with `n`, so no regime of (A) makes `G` linear
+# through the origin. Su concludes `τ ∝ ln n`, i.e. `μ = ln(sL)/ln L = 1 + ln s/ln L`: `κ = 1/ln L`, which
+# is 0.13 at LLaMA's `L = 2048` and 0.12 at Llama 2's 4096.
+#
+# *Eq. 22.* Its logit multiplier is `(0.1 ln s + 1)² = 1 + 0.2 ln s + 0.01 ln² s`:
+#
+# - `κ = 0.2`, one constant fitted to perplexity (§3.4, quoted above), where (A) and (B) give
+#   `κ = 1/Var_p(τ_1 z)`, which depends on how the trained attention spreads (0.2 means `Var_p(τ_1 z) = 5`);
+# - it is convex in `ln s`, where the Gaussian solution is concave, so the fit and the entropy picture part
+#   as `s` grows.
+
+# %% [markdown]
 # **The test.** 8 draws of 16 queries each, and with each query 8,192 keys; for `n` keys a query sees its
 # `n` nearest, so the `n = sL` keys are the `n = L` keys plus farther ones, and the number of keys is the
 # only thing that changes. Entropies are averaged over a draw's 16 queries. Two tables:
 #
 # 1. the entropy for each recipe (mean over the draws);
-# 2. the logit multiplier `m` that brings the entropy at `n = sL` back to `H_L`, mean ± std over the 8
-#    draws. It is found by bisection, which works because `H` falls monotonically in `m` (the exact
+# 2. the logit multiplier `μ` that brings the entropy at `n = sL` back to `H_L`, mean ± std over the 8
+#    draws. It is found by bisection, which works because `H` falls monotonically in `μ` (the exact
 #    identity above). It is found twice: with vanilla frequencies ("measured"), where only the number of
 #    keys changes, and with YaRN's frequencies, where the interpolation adds entropy too. The measured one
 #    is compared with four predictions:
-#    - (A)'s, from the `n = L` logits alone (solve `H(L, m) = H_L − ln s` there);
+#    - (A)'s, from the `n = L` logits alone (solve `H(L, μ) = H_L − ln s` there);
 #    - the first-order `1 + κ ln s`, with `κ = 1/Var_p(z)` from the `n = L` logits;
 #    - the Gaussian form;
-#    - Su's `λ ∝ ln n`; and eq. 22.
+#    - Su's `τ ∝ ln n`; and eq. 22.
 #
-# Asserted, with SE the standard error over the 8 draws (std/√8):
+# The cell also prints the measured slope `(μ − 1)/ln s` just above `s = 1` (`n = L + 10, 20, 40, 64`
+# keys), against `κ`. Asserted, with SE the standard error over the 8 draws (std/√8):
 #
 # - the slope of (A)'s own solution at `s → 1` (`s = 1.01`) is `κ` within 1 % on every draw: the algebra
 #   of the first-order result;
 # - the measured multiplier at `s = 1.25` is within 3 % of `1 + κ ln s` (`|mean gap| + 3 SE < 0.03`): the
-#   first-order result against the real entropy;
+#   first-order result against the real entropy; eq. 22's `κ = 0.2` and Su's `1/ln L` fail that same
+#   criterion, so it can fail for a wrong coefficient (the Gaussian `κ` passes it: see the next cell);
 # - (A)'s full prediction is within 20 % of the measured multiplier up to `s = 8` (same rule), and its gap
 #   grows with `s`;
 # - the measured multiplier grows with `s` (every mean step more than 3 SE above zero).
@@ -912,6 +939,7 @@ print(f"content part vs ½ Σ ρ_i cos(Δθ_i): {error_bound(err_content, 1e-10)
 # %%
 L_ent, N_DRAWS, N_QUERIES = 1024, 8, 16
 S_GRID = (1.25, 2.0, 4.0, 8.0)
+NEAR_ONE = (10, 20, 40, 64)  # keys added to the L nearest, for the slope just above s = 1
 lengths_ent = (L_ent, 2 * L_ent, 4 * L_ent, 8 * L_ent)
 draws = []
 for k in range(N_DRAWS):
@@ -920,14 +948,14 @@ for k in range(N_DRAWS):
                   torch.randn(N_QUERIES, 8 * L_ent, dtype=torch.float64, generator=gen_k)))  # g_Delta (16, 8L)
 
 
-def entropy_at(logits: torch.Tensor, m: float) -> float:
-    """Mean entropy (nats) of softmax(m * logits) over the rows."""
-    p = torch.softmax(logits * m, dim=-1)
+def entropy_at(logits: torch.Tensor, mu: float) -> float:
+    """Mean entropy (nats) of softmax(mu * logits) over the rows."""
+    p = torch.softmax(logits * mu, dim=-1)
     return -(p * p.log()).sum(-1).mean().item()
 
 
 def restoring_multiplier(logits: torch.Tensor, target: float) -> float:
-    """The logit multiplier m with entropy_at(logits, m) = target, by bisection (the entropy falls as m grows)."""
+    """The logit multiplier mu with entropy_at(logits, mu) = target, by bisection (the entropy falls as mu grows)."""
     lo, hi = 0.25, 16.0
     for _ in range(40):
         mid = (lo + hi) / 2
@@ -936,7 +964,7 @@ def restoring_multiplier(logits: torch.Tensor, target: float) -> float:
 
 
 def weighted_variance(logits: torch.Tensor) -> float:
-    """Var_p(z) under p = softmax(z), averaged over the rows (the -dH/dm of entropy_at at m = 1)."""
+    """Var_p(z) under p = softmax(z), averaged over the rows (the -dH/dmu of entropy_at at mu = 1)."""
     p = torch.softmax(logits, dim=-1)
     return ((p * logits**2).sum(-1) - (p * logits).sum(-1) ** 2).mean().item()
 
@@ -960,8 +988,11 @@ for queries, noise_g in draws:
          "max_weight": torch.softmax(z_L, -1).max(-1).values.mean().item(), "logit_std": z_L.std(-1).mean().item()}
     for sn in S_GRID:
         r[f"measured {sn}"] = restoring_multiplier(key_logits(queries, noise_g, theta, int(sn * L_ent)), H_L)
-        r[f"(A) {sn}"] = restoring_multiplier(z_L, H_L - math.log(sn))  # G(m) = G(1) + ln s, at n = L
+        r[f"(A) {sn}"] = restoring_multiplier(z_L, H_L - math.log(sn))  # G(mu) = G(1) + ln s, at n = L
         r[f"YaRN freq {sn}"] = restoring_multiplier(key_logits(queries, noise_g, yarn_code(d, b, sn, L_ent), int(sn * L_ent)), H_L)
+    for extra in NEAR_ONE:  # measured slope (mu - 1)/ln s with n = L + extra keys
+        mu_near = restoring_multiplier(key_logits(queries, noise_g, theta, L_ent + extra), H_L)
+        r[f"near {extra}"] = (mu_near - 1) / math.log((L_ent + extra) / L_ent)
     per_draw.append(r)
 R = {key: torch.tensor([r[key] for r in per_draw]) for key in per_draw[0]}  # (draws,) each
 
@@ -982,8 +1013,8 @@ print(f"\nn = L: H_L = {mean_std(R['H_L'])} nats, deficit ln L - H_L = {mean_std
       f"κ = 1/Var_p(z) = {mean_std(R['kappa'], 3)}; slope of (A)'s solution at s = 1.01: {mean_std(R['kappa_A'], 3)}; "
       f"Gaussian 1/(2 deficit) = {mean_std(1 / (2 * R['deficit']), 3)}; Su 1/ln L = {1 / math.log(L_ent):.3f}")
 print(f"validity of (A): largest attention weight of a query {R['max_weight'].mean():.2f} on average; logit variance "
-      f"over the keys λ²σ² = {(R['logit_std'] ** 2).mean():.2f} against ln L = {math.log(L_ent):.2f}")
-print("\nlogit multiplier m that restores H_L, mean ± std over the draws:")
+      f"over the keys τ²σ² = {(R['logit_std'] ** 2).mean():.2f} against ln L = {math.log(L_ent):.2f}")
+print("\nlogit multiplier μ that restores H_L, mean ± std over the draws:")
 print(f"{'s':>5s} {'measured':>12s} {'(A), n=L':>12s} {'1 + κ ln s':>12s} {'Gauss':>12s} {'Su':>5s} {'eq. 22':>7s} "
       f"{'measured, YaRN freq':>20s}")
 for sn in S_GRID:
@@ -996,19 +1027,71 @@ print("rise per doubling of s (2 -> 4, 4 -> 8): measured " + ", ".join(mean_std(
       + "; eq. 22 " + ", ".join(f"{v:.3f}" for v in eq22_steps))
 
 assert ((R["kappa_A"] / R["kappa"] - 1).abs() < 0.01).all(), "first-order coefficient: (A)'s slope at s = 1 is not 1/Var_p"
-gap_first = (1 + R["kappa"] * math.log(1.25)) / R["measured 1.25"] - 1  # (draws,)
-assert abs(gap_first.mean()) + 3 * se(gap_first) < 0.03, "1 + κ ln s misses the measured multiplier at s = 1.25"
+kappa_rivals = {"κ = 1/Var_p": R["kappa"], "Gaussian": 1 / (2 * R["deficit"]),
+                "eq. 22": torch.full_like(R["kappa"], 0.2), "Su": torch.full_like(R["kappa"], 1 / math.log(L_ent))}
+criterion = {}  # |mean gap| + 3 SE of 1 + κ ln s against the measured multiplier at s = 1.25, per coefficient
+for name, kappa_values in kappa_rivals.items():
+    gap_first = (1 + kappa_values * math.log(1.25)) / R["measured 1.25"] - 1  # (draws,)
+    criterion[name] = abs(gap_first.mean().item()) + 3 * se(gap_first)
+assert criterion["κ = 1/Var_p"] < 0.03, "1 + κ ln s misses the measured multiplier at s = 1.25"
+assert criterion["eq. 22"] > 0.03 and criterion["Su"] > 0.03, "the s = 1.25 criterion should reject 0.2 and 1/ln L"
 gap_A = {sn: R[f"(A) {sn}"] / R[f"measured {sn}"] - 1 for sn in S_GRID[1:]}
 assert all(abs(t.mean()) + 3 * se(t) < 0.2 for t in gap_A.values()), "(A) is more than 20 % off"
 assert gap_A[2.0].mean() < gap_A[4.0].mean() < gap_A[8.0].mean(), "(A)'s gap should grow with s"
-assert all(t.mean() > 3 * se(t) for t in [R["measured 2.0"] - R["measured 1.25"], *steps]), "m should grow with s"
+assert all(t.mean() > 3 * se(t) for t in [R["measured 2.0"] - R["measured 1.25"], *steps]), "μ should grow with s"
 gap_line = {sn: (1 + R["kappa"] * math.log(sn)) / R[f"measured {sn}"] - 1 for sn in S_GRID}
-print("gap to the measured multiplier, m_predicted / m_measured - 1, mean ± std over the draws:")
+print("gap to the measured multiplier, μ_predicted / μ_measured - 1, mean ± std over the draws:")
 print("  1 + κ ln s at s = 1.25, 2, 4, 8: " + ", ".join(f"{t.mean():+.3f} ± {t.std():.3f}" for t in gap_line.values()))
 print("  (A), n = L  at s =       2, 4, 8: " + ", ".join(f"{t.mean():+.3f} ± {t.std():.3f}" for t in gap_A.values()))
+print("s = 1.25 criterion |mean gap| + 3 SE (passes below 0.03): "
+      + ", ".join(f"{name} {value:.3f}" for name, value in criterion.items()))
 slope = (R["measured 1.25"] - 1) / math.log(1.25)
-print(f"slope (m - 1)/ln s at s = 1.25: measured {mean_std(slope, 2)}; κ {mean_std(R['kappa'], 2)}, Gaussian "
+print(f"slope (μ - 1)/ln s at s = 1.25: measured {mean_std(slope, 2)}; κ {mean_std(R['kappa'], 2)}, Gaussian "
       f"{mean_std(1 / (2 * R['deficit']), 2)}, Su {1 / math.log(L_ent):.2f}, eq. 22 {(yarn_temperature(1.25) ** 2 - 1) / math.log(1.25):.2f}")
+print("measured slope just above s = 1, over κ: "
+      + ", ".join(f"n = L + {e} {mean_std(R[f'near {e}'] / R['kappa'])}" for e in NEAR_ONE)
+      + f"; Gaussian value over κ {mean_std(1 / (2 * R['deficit']) / R['kappa'])}")
+
+# %% [markdown]
+# **Separating `κ = 1/Var_p` from the Gaussian value, where (A) holds.** On the head the two candidates
+# differ by about 15 % (the Gaussian value is 1.15 κ on average), and the checks above cannot tell them
+# apart: the `s = 1.25` criterion passes both (last lines of the output), and just above `s = 1` the measured slope drifts from about the Gaussian
+# value at `n = L + 10` to below `κ` at `L + 64`. The keys added there are the far ones, whose logits have
+# decayed, so they are not like the first `L` keys and (A) does not describe them even at first order. The
+# coefficient itself can be tested where (A) holds by construction: i.i.d. logits `z ~ Uniform(0, 4)`, which
+# are not Gaussian (and `τ²σ² = 16/12 ≈ 1.3 < ln L`, no dominant key). For them, with the tilted density
+# `∝ e^z` on `[0, 4]`, the exact values are `κ = 1/Var_p(z) = 1/(1 − 16e⁴/(e⁴ − 1)²) ≈ 1.44` and, from
+# the deficit `G(1) = K'(1) − K(1) ≈ 0.48`, the Gaussian `1/(2 G(1)) ≈ 1.04`. The cell draws 8 sets of 16
+# rows of `L = 1024` such logits plus 51 fresh ones (`s = 1075/1024 ≈ 1.05`), finds the multiplier that
+# restores the first `L` keys' entropy by the same bisection, and compares the slope `(μ − 1)/ln s` with
+# both coefficients computed from the first `L` logits of each draw. Asserted (SE over the 8 draws): the
+# slope is within 8 % of `κ` (`|mean(slope/κ − 1)| + 3 SE < 0.08`), and the Gaussian value is rejected
+# (`|mean(slope/κ_Gauss − 1)| − 3 SE > 0.08`).
+
+# %%
+WIDTH_U, EXTRA_U = 4.0, 51  # logits Uniform(0, WIDTH_U); fresh keys added to L_ent
+s_u = (L_ent + EXTRA_U) / L_ent
+uniform = {"slope": [], "kappa": [], "gauss": []}
+for k in range(N_DRAWS):
+    z_u = WIDTH_U * torch.rand(N_QUERIES, L_ent + EXTRA_U, dtype=torch.float64,
+                               generator=torch.Generator().manual_seed(2000 + k))  # (16, L + 51) i.i.d. logits
+    H_u = entropy_at(z_u[:, :L_ent], 1.0)  # the entropy of the first L keys
+    uniform["kappa"].append(1 / weighted_variance(z_u[:, :L_ent]))
+    uniform["gauss"].append(1 / (2 * (math.log(L_ent) - H_u)))
+    uniform["slope"].append((restoring_multiplier(z_u, H_u) - 1) / math.log(s_u))  # all L + 51 keys
+U = {key: torch.tensor(v) for key, v in uniform.items()}  # (draws,) each
+e_w = math.exp(WIDTH_U)
+exact_kappa = 1 / (1 - WIDTH_U**2 * e_w / (e_w - 1) ** 2)  # 1/Var_p(z), tilted density e^z on [0, WIDTH_U]
+exact_deficit = (WIDTH_U * e_w / (e_w - 1) - 1) - math.log((e_w - 1) / WIDTH_U)  # G(1) = K'(1) - K(1)
+ratio_kappa, ratio_gauss = U["slope"] / U["kappa"] - 1, U["slope"] / U["gauss"] - 1
+print(f"i.i.d. logits Uniform(0, {WIDTH_U:g}), n = {L_ent} + {EXTRA_U} keys (s = {s_u:.3f}), "
+      f"{N_DRAWS} draws of {N_QUERIES} rows:")
+print(f"  κ = 1/Var_p(z) {mean_std(U['kappa'], 3)} (exact {exact_kappa:.3f}); Gaussian 1/(2 deficit) "
+      f"{mean_std(U['gauss'], 3)} (exact {1 / (2 * exact_deficit):.3f})")
+print(f"  measured slope (μ - 1)/ln s {mean_std(U['slope'], 3)}: slope/κ - 1 = {mean_std(ratio_kappa, 3)}, "
+      f"slope/Gaussian - 1 = {mean_std(ratio_gauss, 3)}")
+assert abs(ratio_kappa.mean()) + 3 * se(ratio_kappa) < 0.08, "where (A) holds the slope should be 1/Var_p"
+assert abs(ratio_gauss.mean()) - 3 * se(ratio_gauss) > 0.08, "the Gaussian coefficient should fail for uniform logits"
 
 # %% [markdown]
 # **Reading the tables.** Vanilla's entropy rises by 0.65–0.68 nats per doubling of `n`, a little less
@@ -1018,13 +1101,18 @@ print(f"slope (m - 1)/ln s at s = 1.25: measured {mean_std(slope, 2)}; κ {mean_
 # though not to the `n = L` value (6.28, 6.69, 7.07 against 5.83).
 #
 # The second table tests the derivation on a head whose attention is spread: `H_L = 5.83` of
-# `ln L = 6.93` nats, a query's largest weight is 0.07 on average, and `λ²σ² = 1.6` is well below
+# `ln L = 6.93` nats, a query's largest weight is 0.07 on average, and `τ²σ² = 1.6` is well below
 # `ln L`, so (A)'s no-dominant-key condition roughly holds.
 #
 # - *First order.* `κ = 1/Var_p(z) = 0.40 ± 0.06`, and (A)'s own solution has that slope at `s → 1`
-#   (asserted on every draw). At `s = 1.25`, `1 + κ ln s` is 1 % above the measured multiplier. The
-#   measured slope `(m − 1)/ln s` there is 0.35: `κ` is the nearest of the candidates (Gaussian 0.46,
-#   eq. 22 0.20, Su 0.14).
+#   (asserted on every draw). At `s = 1.25`, `1 + κ ln s` is 1 % above the measured multiplier; the same
+#   criterion rejects eq. 22's 0.20 and Su's 0.14 (asserted) but not the Gaussian 0.46. The measured slope
+#   `(μ − 1)/ln s` is 0.35 at `s = 1.25`. Just above `s = 1` it falls from 1.14 κ at `n = L + 10` (about
+#   the Gaussian value, 1.15 κ) through 1.02 κ at `L + 20` to 0.93 κ at `L + 64`, so on this head it
+#   singles out neither value: the keys added are far ones, not like the first `L`.
+# - *The coefficient where (A) holds.* With i.i.d. uniform logits (the last cell) the measured slope is
+#   `κ` to within 0.1 % ± 1.3 % over the draws, and 38 % above the Gaussian value (both asserted). So
+#   `κ = 1/Var_p` is the first-order coefficient of (A) and (B), and the Gaussian form is a special case.
 # - *Beyond first order the assumption, not the algebra, gives way.* (A)'s full prediction overshoots by
 #   3 %, 7 % and 14 % at `s = 2, 4, 8`, and the first-order line by 5 %, 13 % and 22 %. With RoPE the
 #   extra keys are far and their logits have decayed, so they add less than `ln s` of entropy and need
@@ -1804,20 +1892,22 @@ for fam in ROPE_FAMILIES:
 # spread: PI − vanilla (+0.024 ± 0.102, positive on 5 of 8) and the temperature (+0.008 ± 0.017, 5 of 8).
 # The cell trains 8 more RoPE 4x8 models with the same budget but init seed 1000 and data seed 1001
 # (set 2; the models above are set 1: init seed 0, data seed 1, about 4 s). It scores the four recipes
-# involved on the same evaluation tokens and prints the paired differences on each set and pooled over the
-# 16 models. Asserted on set 2, as the healthy-run cell asserts them on set 1: YaRN above vanilla and PI
-# by 0.03, PI no worse than vanilla (within 0.02), and the temperature within 0.03.
+# involved, plus the two eq. 18 arms (`β = 32` and `β = 4`), on the same evaluation tokens and prints the
+# paired differences on each set and pooled over the 16 models. Asserted on set 2, as the healthy-run cell
+# asserts them on set 1: YaRN above vanilla and PI by 0.03, PI no worse than vanilla (within 0.02), the
+# temperature within 0.03, and eq. 18 with `β = 4` below eq. 18 with `β = 32` on average.
 
 # %%
 set2, set2_loss = train(1, 4, cos_sin(L_TRAIN, shared_rope.rope_inv_freq(DIM // 4)), None, init_seed=1000, data_seed=1001)
-RECIPES_2 = ("vanilla RoPE", "PI", "YaRN, no temperature", "YaRN")
+RECIPES_2 = ("vanilla RoPE", "PI", "YaRN, no temperature", "YaRN", "YaRN, eq. 18 ramp", "YaRN, eq. 18, β=4")
 acc_set = {"set 1": acc["RoPE 4x8"],
            "set 2": {name: {T: evaluate("RoPE 4x8", name, T, weights=set2) for T in (4 * L_TRAIN, T8)} for name in RECIPES_2}}
 print(f"set 2: final training-batch loss {set2_loss.min():.2f}-{set2_loss.max():.2f}")
 for name in RECIPES_2:
     print(f"  {name:21s} mean accuracy at 4L / 8L: "
           + "; ".join(f"{k} {a[name][4 * L_TRAIN].mean():.2f} / {a[name][T8].mean():.2f}" for k, a in acc_set.items()))
-for with_, without in (("PI", "vanilla RoPE"), ("YaRN", "YaRN, no temperature"), ("YaRN", "vanilla RoPE"), ("YaRN", "PI")):
+for with_, without in (("PI", "vanilla RoPE"), ("YaRN", "YaRN, no temperature"), ("YaRN", "vanilla RoPE"), ("YaRN", "PI"),
+                       ("YaRN, eq. 18, β=4", "YaRN, eq. 18 ramp")):
     diffs = {k: a[with_][T8] - a[without][T8] for k, a in acc_set.items()}  # (seeds,) per set
     diffs["pooled"] = torch.cat(list(diffs.values()))  # (16,)
     print(f"RoPE 4x8 {with_} minus {without} at 8L: "
@@ -1825,6 +1915,7 @@ for with_, without in (("PI", "vanilla RoPE"), ("YaRN", "YaRN, no temperature"),
 m2 = {name: acc_set["set 2"][name][T8].mean().item() for name in RECIPES_2}
 assert m2["YaRN"] > max(m2["vanilla RoPE"], m2["PI"]) + 0.03 and m2["PI"] > m2["vanilla RoPE"] - 0.02
 assert abs(m2["YaRN"] - m2["YaRN, no temperature"]) < 0.03
+assert m2["YaRN, eq. 18, β=4"] < m2["YaRN, eq. 18 ramp"]
 
 # %% [markdown]
 # **Where YaRN loses to NTK-aware on 4x8: one pair.** The 4x8 head has four pairs (wavelengths 6, 63, 628,
@@ -1973,7 +2064,7 @@ assert all(checks.values()), "this run is outside the expected ranges"
 # | YaRN − vanilla | +0.29 ± 0.09 (8/8) | +0.09 ± 0.06 (7/8) | yes (asserted) |
 # | YaRN − PI | +0.10 ± 0.06 (7/8) | +0.06 ± 0.05 (8/8) | yes (asserted) |
 # | YaRN − YaRN without temperature | +0.001 ± 0.009 (3/8) | +0.008 ± 0.017 (5/8); set 2: +0.015 ± 0.012 (8/8) | yes: 0.02 or less on average, within 0.03 (asserted); not resolved on 2x16, small and positive on 4x8's set 2 |
-# | eq. 18 with `β = 4` − with `β = 32` | −0.11 ± 0.08 (0/8) | −0.03 ± 0.01 (0/8) | yes (asserted) |
+# | eq. 18 with `β = 4` − with `β = 32` | −0.11 ± 0.08 (0/8) | −0.03 ± 0.01 (0/8); set 2: −0.01 ± 0.01 (0/8) | yes: the mean is below (asserted, and on set 2) |
 # | code ramp − eq. 18 ramp | +0.05 ± 0.06 (6/8) | +0.04 ± 0.06 (7/8) | same sign, within one std |
 # | PI − vanilla | +0.19 ± 0.10 (8/8) | +0.02 ± 0.10 (5/8); set 2: +0.11 ± 0.11 (8/8) | not below vanilla on either (asserted); on 4x8 its size is not stable across seed sets |
 # | NTK-aware `s = 2T/L` − `s = T/L` | +0.08 ± 0.04 (8/8) | −0.04 ± 0.03 (0/8) | no: flips |
@@ -1999,13 +2090,16 @@ assert all(checks.values()), "this run is outside the expected ranges"
 #   that does respond to sharpening.
 # - *`α`, `β` matter at toy scale, but Llama 3.1's `β = 4` is the wrong way to retune here.* With `β = 4`
 #   eq. 18 keeps the fastest pair instead of interpolating it (on 4x8 nearly the only change: pair 1 moves
-#   from `θ'/θ = 0.126` to 0.130), and it loses
-#   on every seed on both splits. What helps on this task is compressing the pair that turns about once in
-#   `L` (`r = 1.02`, `λ = 63`) *less* than `s`: the code's ramp gives it `γ = 0.33` (2x16) or `0.5` (4x8),
-#   eq. 18 with `α = 1` gives it `γ < 0.01` whatever `β` is, and the code's YaRN beats eq. 18 with `β = 4`
-#   by +0.16 on all 8 seeds (2x16) and +0.06 on 7 of 8 (4x8; there that pair is the only difference between
-#   the two; paired differences above). A relative of the slower-pair effect in the YaRN-vs-NTK swap below; the
-#   paper's "tuned on a case-by-case basis" (§3.2) applies.
+#   from `θ'/θ = 0.126` to 0.130), and on average it loses on both splits (asserted, and on 4x8's set 2).
+#   On these seed sets it loses on every seed, but that count is a property of the seed sets, not a
+#   finding: on 4x8 the per-seed gap is small (−0.03 ± 0.01 on set 1, −0.01 ± 0.01 on set 2), so another
+#   seed set can have seeds where `β = 4` wins; only the sign of the mean is asserted. What helps on this
+#   task is compressing the pair that turns about once in `L` (`r = 1.02`, `λ = 63`) *less* than `s`: the
+#   code's ramp gives it `γ = 0.33` (2x16) or `0.5` (4x8), eq. 18 with `α = 1` gives it `γ < 0.01` whatever
+#   `β` is, and the code's YaRN beats eq. 18 with `β = 4` by +0.16 on all 8 seeds (2x16) and +0.06 on 7 of
+#   8 (4x8; there that pair is the only difference between the two; paired differences above). A relative
+#   of the slower-pair effect in the YaRN-vs-NTK swap below; the paper's "tuned on a case-by-case basis"
+#   (§3.2) applies.
 # - *ALiBi is flat*: its bias only grows with distance, so far keys never gain weight; it extrapolates by
 #   construction (ALiBi v2 Fig. 1). Read the flat curve against its lower start: in distribution ALiBi 4x8
 #   scores 0.95 ± 0.02 against 0.97 and 0.98 for the RoPE splits, with final training-batch losses of
@@ -2183,7 +2277,7 @@ for name, (given, expected) in checks.items():
 # losses stay at 0.33–0.47 (all 4-head ALiBi models end below 0.25). Why: with one
 # layer and no MLP, nothing in a signal token's content says how recent it is, so only the bias can
 # favour the most recent one. Signal tokens are on average `1/0.15 ≈ 6.7` positions apart, so the nearest
-# one out-weighs the next older one by `e^{m·6.7}`; the cell computes the share of the two that the
+# one out-weighs the next older one by `e^{m_h·6.7}`; the cell computes the share of the two that the
 # nearest gets for each slope. With slope 1/4 it is 0.84; with the steepest 2-head slope, 1/16, it is
 # 0.60, and the older signals (each a different token with probability 3/4) add up to outvote it often.
 
@@ -2270,9 +2364,9 @@ else:
 #   Length Extrapolation.* ICLR 2022, arXiv:2108.12409 v2 (Fig. 1; App. B.2 on sliding-window evaluation). Code:
 #   [ofirpress/attention_with_linear_biases](https://github.com/ofirpress/attention_with_linear_biases).
 # - J. Su. Blog posts on entropy-invariant attention scaling: [spaces.ac.cn/archives/8823](https://spaces.ac.cn/archives/8823)
-#   (the scale `κ log n / d`) and [spaces.ac.cn/archives/9034](https://spaces.ac.cn/archives/9034) (its short
-#   derivation, `H ≈ log n − λ(s_max − s̄)`, which mixes a small-`λ` and a large-`λ` approximation and is a
-#   heuristic outside Walkthrough §5's assumption (A)).
+#   (a softmax scale `∝ log n / d`) and [spaces.ac.cn/archives/9034](https://spaces.ac.cn/archives/9034) (its
+#   short derivation, `H ≈ log n − λ(s_max − s̄)` in Su's notation, `ln n − τ(z_max − z̄)` in Walkthrough §5's,
+#   which mixes a small-scale and a large-scale approximation and is a heuristic outside §5's assumption (A)).
 # - A. Vaswani et al. *Attention Is All You Need.* NeurIPS 2017, arXiv:1706.03762 (§3.5, sinusoidal encoding).
 # - Llama Team, AI @ Meta. *The Llama 3 Herd of Models.* arXiv:2407.21783 (2024) (§2: 8K-token pre-training
 #   context; §3.2: RoPE base 500,000; §3.4.1, the 405B recipe: 4,096-token sequences for the first 252M tokens, then 8,192; §3.4: 8B and 70B
