@@ -17,27 +17,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from kernel_setup import DEVICE, ON_GPU, dtype_ids  # skips this module without Triton
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 import shared.kernels.rmsnorm as kernel_rmsnorm
-from shared.kernels import backend
 from shared.kernels.rmsnorm import rms_norm
 from shared.norms import rms_norm as rms_norm_reference
 from shared.utils import InputTypeError, assert_close
-
-pytest.importorskip("triton")  # shared.kernels imports without it (and falls back to the references)
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-ON_GPU = DEVICE == "cuda"
-# Triton present but no kernel would run here (e.g. TRITON_INTERPRET=1 set by hand on a CUDA machine).
-if backend(torch.empty(1, device=DEVICE)) == "torch":
-    pytest.skip("shared.kernels would run the PyTorch reference here, not a kernel", allow_module_level=True)
-
-
-def dtype_ids(value):
-    """Test ids: "bfloat16" rather than "torch.bfloat16"."""
-    return str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else None
-
 
 ULP = {torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}
 

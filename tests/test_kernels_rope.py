@@ -21,6 +21,7 @@ from __future__ import annotations
 import pytest
 import torch
 import transformers.models.qwen2_vl.modeling_qwen2_vl as qwen2_vl
+from kernel_setup import DEVICE, ON_GPU, dtype_ids  # skips this module without Triton
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding, apply_rotary_pos_emb
 from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig
@@ -28,25 +29,10 @@ from transformers.models.qwen3_vl.configuration_qwen3_vl import Qwen3VLTextConfi
 from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRotaryEmbedding
 
 import shared.kernels.rope as kernel_rope
-from shared.kernels import backend
 from shared.kernels.rope import mrope_qk, rope_qk, rope_qk_from_positions
 from shared.mrope import mrope_cos_sin
 from shared.rope import apply_rope, rope_cos_sin, rope_inv_freq
 from shared.utils import InputTypeError, assert_close
-
-pytest.importorskip("triton")  # shared.kernels imports without it (and falls back to the references)
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-ON_GPU = DEVICE == "cuda"
-# Triton present but no kernel would run here (e.g. TRITON_INTERPRET=1 set by hand on a CUDA machine).
-if backend(torch.empty(1, device=DEVICE)) == "torch":
-    pytest.skip("shared.kernels would run the PyTorch reference here, not a kernel", allow_module_level=True)
-
-
-def dtype_ids(value):
-    """Test ids: "bfloat16" rather than "dtype1"."""
-    return str(value).removeprefix("torch.") if isinstance(value, torch.dtype) else None
-
 
 ULP = {torch.float32: 2.0**-23, torch.bfloat16: 2.0**-7, torch.float16: 2.0**-10}
 
