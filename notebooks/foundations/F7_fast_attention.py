@@ -18,7 +18,7 @@
 #       title: 'ZeRO: Memory Optimizations Toward Training Trillion Parameter Models'
 #       version: v3
 #     part: foundations
-#     peak_memory_mb: 503
+#     peak_memory_mb: 505
 #     prerequisites:
 #     - F1
 #     title: 'Fast attention and fast training: FlashAttention, mixed precision, ZeRO'
@@ -63,7 +63,7 @@
 #
 # **CPU run time:** 16 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 503 MB
+# **Peak memory:** 505 MB
 
 # %% [markdown]
 # ## TL;DR
@@ -283,7 +283,9 @@ print("online softmax:", [round(v, 4) for v in online.tolist()], f"| max error v
 # Õ^{(j−1)}`: the `−1` is a typo (eq. 5 multiplies by the factor `≤ 1`, as the derivation above requires),
 # reported in [Dao-AILab/flash-attention#991](https://github.com/Dao-AILab/flash-attention/issues/991) (open);
 # the course's kernel multiplies, as does Triton's fused-attention tutorial (a comment in that issue). The
-# check section runs the printed line too.
+# check section runs the printed line too. The FlashAttention-3 paper (arXiv:2407.08608) has the same `^{−1}`
+# in its Algorithm 1 (line 21), reported in [#1303](https://github.com/Dao-AILab/flash-attention/issues/1303)
+# (closed; the reply: "it will be fixed in the upcoming revision of the paper").
 #
 # The cell implements eqs. (4)–(6) in plain PyTorch, FlashAttention-2's loop order (outer loop over query
 # blocks, inner over key blocks), with an optional bool mask, and prints one query row's `(m, ℓ)` as the key
@@ -892,11 +894,65 @@ show_source(fa_kernel._attn_fwd_kernel, "# The block loop", "m_i = m_new")
 # every tile it visits, also to the tiles that are fully visible; FA2 §3.1.1 notes that with causal masking
 # "for each row, we only need apply causal mask to 1 block (assuming square block)". Masking the others too
 # costs elementwise work on each tile (a `where` per score), not correctness; whether it costs time on a GPU is
-# for `make bench` to say.
+# for `make bench` to say. After the source, the cell recomputes `lo`/`hi` in plain Python with the same
+# formulas for the tiny call of §10 (causal, 21 tokens, 16 × 16 blocks) and for check 3's window of 5 over 37
+# tokens (where `lo` skips key block 0 for rows 32–36), lists the key blocks each query block visits, and asserts that they are exactly the tiles the
+# float64 `flash_attention_blocked` does not skip. It then prints `_visible` (same formula, in torch) for the
+# ragged block's diagonal tile: 5 real rows, causal inside, and 0 for every row or key past token 20.
 
 # %%
 show_source(fa_kernel._attn_fwd_kernel, "offset = seqlen_k - seqlen_q", "start on a block boundary")
 show_source(fa_kernel._visible, "pos = rows", "return ok")
+
+
+def kernel_tiles(seqlen_q, seqlen_k, block_m, block_n, causal=True, window=None):
+    """Key-block starts range(lo, hi, BLOCK_N) per query block, with the formulas printed above, in plain Python."""
+    offset = seqlen_k - seqlen_q
+    visits = {}
+    for start_m in range(0, seqlen_q, block_m):  # one program per query block (grid axis 0)
+        lo, hi = 0, seqlen_k
+        if causal:
+            hi = min(seqlen_k, start_m + block_m + offset)
+        if window is not None:
+            lo = max(start_m + offset - window + 1, 0) // block_n * block_n
+        visits[start_m] = list(range(lo, hi, block_n))
+    return visits
+
+
+def visible_mask(rows, cols, seqlen_q, seqlen_k, window=None):
+    """The printed _visible in torch, causal: bool (len(rows), len(cols))."""
+    pos = rows[:, None] + (seqlen_k - seqlen_q)
+    ok = (rows[:, None] < seqlen_q) & (cols[None, :] < seqlen_k) & (cols[None, :] <= pos)
+    return ok & (cols[None, :] > pos - window) if window is not None else ok
+
+
+def reference_tiles(n, mask, block_m, block_n):
+    """Key blocks the float64 flash_attention_blocked visits (not skipped by its `continue`), per query block."""
+    x = torch.zeros(1, 1, n, 4, dtype=torch.float64)
+    visits = {}
+    for i0 in range(0, n, block_m):
+        trace = []  # one query block at a time, so the history holds only its key blocks
+        flash_attention_blocked(x[:, :, i0 : i0 + block_m], x, x, mask[i0 : i0 + block_m], block_m, block_n, history=trace)
+        visits[i0] = [j0 for j0, _, _ in trace]
+    return visits
+
+
+cfg = fa_kernel._blocks(16, torch.float32, backward=False)  # the tiny call of §10: float32, head_dim 16
+bm, bn = cfg["BLOCK_M"], cfg["BLOCK_N"]
+for label, n, win, msk in (("causal, N = 21 (the call of §10)", 21, None, causal_mask(21)),
+                           ("window 5, N = 37 (check 3)", 37, 5, sliding_window_mask(37, window=5))):
+    kt = kernel_tiles(n, n, bm, bn, window=win)
+    assert kt == reference_tiles(n, msk, bm, bn), label  # the kernel's lo/hi = the reference's non-skipped tiles
+    print(f"{label}, {bm} x {bn} blocks: key blocks visited, by query block")
+    for start_m, starts in kt.items():
+        print(f"  rows {start_m:2d}-{min(start_m + bm, n) - 1:2d}: keys " + ", ".join(f"{j}-{min(j + bn, n) - 1}" for j in starts))
+rows, cols = torch.arange(16, 16 + bm), torch.arange(16, 16 + bn)  # the ragged query block x key block 1, N = 21
+tile = visible_mask(rows, cols, 21, 21)
+assert torch.equal(tile[:5, :5], causal_mask(21)[16:, 16:]) and not tile[5:].any() and not tile[:, 5:].any()
+print(f"_visible of the ragged tile (query rows 16-31 x keys 16-31, N = 21; {tile.sum().item()} of {tile.numel()} visible):")
+print("       keys " + "".join(str(c % 10) for c in cols.tolist()))
+for r, line in zip(rows.tolist(), tile.int().tolist(), strict=True):
+    print(f"  row {r:2d}   " + "".join(str(b) for b in line) + ("" if r < 21 else "  (past the sequence)"))
 
 # %% [markdown]
 # ### 5. Normalise once, save the log-sum-exp
@@ -1494,7 +1550,7 @@ for dv, (ce, first, _) in sweep.items():
     gap_text = "< 5e-4" if gap.mean() < 5e-4 else f"{gap.mean():.2g}"  # 2 digits: the fp16 runs' 4th digit varies by CPU
     print(f"2^{int(math.log2(dv)):<3d} {ce.mean():11.3f} ± {ce.std():.3f} {ce.min():6.3f}-{ce.max():.3f} {gap_text:>16s} "
           f"{(gap > 5e-4).sum().item():16d} of 8 {first['zero logit grads']:16.3f} {first['subnormal logit grads']:9.3f}")
-fig, ax = plt.subplots(figsize=(7, 3.4), layout="constrained")
+fig, (ax, ax3) = plt.subplots(1, 2, figsize=(12, 3.6), layout="constrained")
 logd = [math.log2(dv) for dv in DIVISORS]
 ax.errorbar(logd, [sweep[dv][0].mean().item() for dv in DIVISORS], yerr=[sweep[dv][0].std().item() for dv in DIVISORS], fmt="o-",
             capsize=4, label="fp16, no loss scaling")
@@ -1506,10 +1562,21 @@ ax.set(xlabel="log2 of the divisor D (global tokens)", ylabel="final CE (8 seeds
        title="fp16 without loss scaling: where underflow starts to hurt")
 ax.legend(loc="upper left", fontsize=8)
 ax2.legend(loc="center left", fontsize=8)
+for seed in range(8):  # right: the paired gap, seed by seed (the left panel's seed spread hides the small gaps)
+    ax3.plot(logd, [(sweep[dv][0] - table["fp32"])[seed].item() for dv in DIVISORS], ".-", color="tab:blue",
+             alpha=0.45, lw=0.8, label="one seed" if seed == 0 else None)
+ax3.plot(logd, [(sweep[dv][0] - table["fp32"]).mean().item() for dv in DIVISORS], "o-", color="k", label="mean of 8 seeds")
+ax3.axhline(0, color="gray", lw=0.6)
+ax3.axhspan(-5e-4, 5e-4, color="tab:green", alpha=0.15, label="within 5e-4")
+ax3.set_yscale("symlog", linthresh=1e-4)
+ax3.set(xlabel="log2 of the divisor D (global tokens)", ylabel="CE fp16 - CE fp32, same seed (symlog)",
+        title="paired gap per seed: +0.001 at 2^18, growing from 2^20")
+ax3.legend(loc="upper left", fontsize=8)
 plt.show()
 
 # %% [markdown]
-# **What the sweep shows.** The fp32 run does not depend on `D` (asserted bit for bit). Up to `D = 2¹⁶`, fp16
+# **What the sweep shows.** The fp32 run does not depend on `D` (asserted bit for bit). The right panel plots
+# each seed's gap `CE_fp16 − CE_fp32` (same seed, same data) on a symmetric log axis, linear within ±1e-4. Up to `D = 2¹⁶`, fp16
 # without any scaling ends within 0.0005 of fp32 on every seed. Already at `2¹⁸` it is behind on all 8 seeds,
 # by a small 0.001, although virtually no logit gradient is flushed to zero at step 0 (the table's 0.000).
 # The `subnormal` column (fraction of the logit gradients that are nonzero and below fp16's smallest normal) says why:
@@ -1517,7 +1584,8 @@ plt.show()
 # (asserted): it is an integer multiple of `2⁻²⁴` and keeps fewer significant bits, at most 8 of fp16's 11 at
 # `2¹⁶` and at most 6 at `2¹⁸` (one fewer per doubling of `D`). Precision is lost before anything is flushed. From
 # `2²⁰` the smallest gradients also flush (2.8% zero at step 0) and the gap grows: +0.0031 at `2²⁰`, +0.012 at
-# `2²²` (53% zero), +0.068 at `2²³` (81%), +0.27 at `2²⁴` (87%). So in this toy fp16 without loss scaling is
+# `2²²` (53% zero), +0.068 at `2²³` (81%), +0.27 at `2²⁴` (87%). The subnormal fraction is already 0.81 at
+# `2¹²` while every seed stays within 5e-4 of fp32: what hurts is how few bits the gradients keep, not being subnormal. So in this toy fp16 without loss scaling is
 # within 0.0005 of fp32 up to `D = 2¹⁶`, slightly behind at `2¹⁸` (reduced precision), and increasingly behind
 # from `2²⁰` (flushed gradients), by a lot from `2²³`, once most gradients fall below `2⁻²⁴`.
 # Part A's large gap is a property of the chosen `D = 2²⁴`, not of fp16 alone. Where the threshold lies for a
