@@ -35,6 +35,7 @@ from shared.utils import (
 
 __all__ = [
     "scaled_dot_product_attention",
+    "check_qkv",
     "repeat_kv",
     "causal_mask",
     "sliding_window_mask",
@@ -69,6 +70,32 @@ def _check_additive(mask: torch.Tensor) -> None:
         raise ValueError(
             "an additive (float) mask must not hold NaN or +inf; block a key with -inf or finfo.min"
         )
+
+
+def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **others: torch.Tensor | None) -> None:
+    """Refuse attention inputs that do not fit together (``ValueError`` / ``InputTypeError``).
+
+    ``q`` ``(batch, heads, q_len, head_dim)``, ``k`` ``(batch, kv_heads, kv_len, head_dim)`` and ``v``
+    ``(batch, kv_heads, kv_len, v_dim)``: finite, non-empty floating point of one dtype, on one device with
+    ``others`` (a mask, ``cu_seqlens``), and ``heads`` a multiple of ``kv_heads``. Shared by the reference
+    below and the Triton kernel (:func:`shared.kernels.flash_attention.flash_attention`).
+    """
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(name, t, ndim=4, dtype_kind="float", nonempty=True, finite=True)
+    check_same_device(q=q, k=k, v=v, **others)
+    if not q.dtype == k.dtype == v.dtype:
+        raise InputTypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    batch, n_heads, _, head_dim = q.shape
+    if k.shape[0] != batch or v.shape[0] != batch:
+        raise ValueError(f"batch sizes differ: q {batch}, k {k.shape[0]}, v {v.shape[0]}")
+    if k.shape[3] != head_dim:
+        raise ValueError(f"k's head_dim {k.shape[3]} must equal q's head_dim {head_dim}")
+    if k.shape[1:3] != v.shape[1:3]:
+        raise ValueError(
+            f"k and v must have the same (kv_heads, kv_len), got {tuple(k.shape)} and {tuple(v.shape)}"
+        )
+    if n_heads % k.shape[1]:
+        raise ValueError(f"q's heads ({n_heads}) must be a multiple of k/v's heads ({k.shape[1]})")
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -144,24 +171,10 @@ def scaled_dot_product_attention(
     instead of ``-inf``: a fully blocked row then stays finite and becomes the *uniform* average of all
     values. Both are harmless because such rows (left padding) are never read, but they differ.
     """
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(name, t, ndim=4, dtype_kind="float", nonempty=True, finite=True)
-    check_same_device(q=q, k=k, v=v, mask=mask)
-    if not q.dtype == k.dtype == v.dtype:
-        raise InputTypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    check_qkv(q, k, v, mask=mask)
     check_bool("return_weights", return_weights)
     batch, n_heads, q_len, head_dim = q.shape
-    if k.shape[0] != batch or v.shape[0] != batch:
-        raise ValueError(f"batch sizes differ: q {batch}, k {k.shape[0]}, v {v.shape[0]}")
-    if k.shape[3] != head_dim:
-        raise ValueError(f"k's head_dim {k.shape[3]} must equal q's head_dim {head_dim}")
-    if k.shape[1:3] != v.shape[1:3]:
-        raise ValueError(
-            f"k and v must have the same (kv_heads, kv_len), got {tuple(k.shape)} and {tuple(v.shape)}"
-        )
     n_kv_heads, kv_len = k.shape[1], k.shape[2]
-    if n_heads % n_kv_heads:
-        raise ValueError(f"q's heads ({n_heads}) must be a multiple of k/v's heads ({n_kv_heads})")
     if scale is None:
         scale = 1.0 / math.sqrt(head_dim)
     else:

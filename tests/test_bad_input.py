@@ -206,6 +206,8 @@ CASES = [
     ("repeat_kv float", lambda: A.repeat_kv(Q, 2.0), T, "n_rep must be an int"),
     ("sdpa nan in v at a masked key", lambda: A.scaled_dot_product_attention(Q, Q, _with(Q, (0, 0, 2, 0), NAN), CAUSAL), V, "v must be finite"),  # was silent: NaN rows
     ("sdpa inf in q", lambda: A.scaled_dot_product_attention(_with(Q, (0, 0, 0, 0), INF), Q, Q), V, "q must be finite"),  # was silent
+    ("check_qkv k and v differ", lambda: A.check_qkv(Q, Q[:, :1], Q), V, "k and v must have the same"),
+    ("check_qkv heads", lambda: A.check_qkv(Q[:, :1].expand(1, 3, 3, 4), Q, Q), V, "multiple of k/v's heads"),
     ("sdpa +inf additive mask", lambda: A.scaled_dot_product_attention(Q, Q, Q, _with(torch.zeros(3, 3), (0, 1), INF)), V, r"NaN or \+inf"),  # was silent
     ("sdpa nan additive mask", lambda: A.scaled_dot_product_attention(Q, Q, Q, _with(torch.zeros(3, 3), (0, 1), NAN)), V, r"NaN or \+inf"),  # was silent
     ("sdpa mask broadcast", lambda: A.scaled_dot_product_attention(Q, Q, Q, torch.ones(1, 3, 3, 3, dtype=torch.bool)), V, "does not broadcast"),

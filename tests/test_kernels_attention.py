@@ -275,7 +275,13 @@ BAD = [
     ("q not a tensor", lambda: FA.flash_attention(Q.tolist(), K, K), T, "q must be a torch.Tensor"),
     ("q 3D", lambda: FA.flash_attention(Q[0], K, K), V, "q must have 4 dimensions"),
     ("k integer", lambda: FA.flash_attention(Q, K.long(), K), T, "k must be a floating-point"),
-    ("v float64", lambda: FA.flash_attention(Q, K, K.double()), T, "v must be float16, bfloat16 or float32"),
+    ("v float64", lambda: FA.flash_attention(Q, K, K.double()), T, "q, k, v must share a dtype"),
+    (
+        "all float64",
+        lambda: FA.flash_attention(Q.double(), K.double(), K.double()),
+        T,
+        "must be float16, bfloat16 or float32",
+    ),
     ("q NaN", lambda: FA.flash_attention(_with(Q, 3, math.nan), K, K), V, "q must be finite"),
     ("k inf", lambda: FA.flash_attention(Q, _with(K, 0, math.inf), K), V, "k must be finite"),
     ("v -inf", lambda: FA.flash_attention(Q, K, _with(K, 5, -math.inf)), V, "v must be finite"),
@@ -283,7 +289,12 @@ BAD = [
     ("q meta", lambda: FA.flash_attention(Q.to("meta"), K, K), V, "q is on the meta device"),
     ("dtypes differ", lambda: FA.flash_attention(Q, K.half(), K.half()), T, "q, k, v must share a dtype"),
     ("batch differs", lambda: FA.flash_attention(Q, K.expand(2, -1, -1, -1), K), V, "batch sizes differ"),
-    ("k head_dim", lambda: FA.flash_attention(Q, K[..., :8], K[..., :8]), V, "k's and v's head_dim"),
+    (
+        "k head_dim",
+        lambda: FA.flash_attention(Q, K[..., :8], K[..., :8]),
+        V,
+        "k's head_dim 8 must equal q's head_dim",
+    ),
     ("v head_dim", lambda: FA.flash_attention(Q, K, K[..., :8]), V, "v's head_dim"),
     (
         "head_dim 288",

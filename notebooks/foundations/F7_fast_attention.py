@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 16
+#     cpu_seconds: 18
 #     id: F7
 #     papers:
 #     - arxiv: '2205.14135'
@@ -18,7 +18,7 @@
 #       title: 'ZeRO: Memory Optimizations Toward Training Trillion Parameter Models'
 #       version: v3
 #     part: foundations
-#     peak_memory_mb: 505
+#     peak_memory_mb: 506
 #     prerequisites:
 #     - F1
 #     title: 'Fast attention and fast training: FlashAttention, mixed precision, ZeRO'
@@ -61,9 +61,9 @@
 # The packed (`cu_seqlens`) case checked here is the block-diagonal attention of a ViT over several images in
 # [V6 · Qwen2-VL](../vlm/V6_qwen2_vl.ipynb).
 #
-# **CPU run time:** 16 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 18 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 505 MB
+# **Peak memory:** 506 MB
 
 # %% [markdown]
 # ## TL;DR

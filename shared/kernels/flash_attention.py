@@ -30,6 +30,7 @@ from torch.autograd.function import once_differentiable
 from shared.attention import (
     block_diagonal_mask,
     causal_mask,
+    check_qkv,
     scaled_dot_product_attention,
     sliding_window_mask,
 )
@@ -39,7 +40,6 @@ from shared.utils import (
     check_bool,
     check_int,
     check_number,
-    check_same_device,
     check_tensor,
 )
 
@@ -502,29 +502,15 @@ class _FlashAttention(torch.autograd.Function):
 
 def _check_inputs(q, k, v, causal, window, cu_seqlens, scale):
     """Validate; return ``(cu_seqlens as contiguous int32 or None, longest query sequence, scale)``."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        check_tensor(name, t, ndim=4, dtype_kind="float", nonempty=True, finite=True)
-        if t.dtype not in SUPPORTED_DTYPES:
-            raise InputTypeError(f"{name} must be float16, bfloat16 or float32, got {t.dtype}")
-    check_same_device(q=q, k=k, v=v, cu_seqlens=cu_seqlens)
-    if not q.dtype == k.dtype == v.dtype:
-        raise InputTypeError(f"q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}")
+    check_qkv(q, k, v, cu_seqlens=cu_seqlens)  # shapes, dtypes, devices, finiteness: as the reference
+    if q.dtype not in SUPPORTED_DTYPES:
+        raise InputTypeError(f"q, k, v must be float16, bfloat16 or float32, got {q.dtype}")
     batch, heads, q_len, head_dim = q.shape
-    if k.shape[0] != batch or v.shape[0] != batch:
-        raise ValueError(f"batch sizes differ: q {batch}, k {k.shape[0]}, v {v.shape[0]}")
-    if k.shape[3] != head_dim or v.shape[3] != head_dim:
-        raise ValueError(
-            f"k's and v's head_dim ({k.shape[3]}, {v.shape[3]}) must equal q's head_dim {head_dim}"
-        )
+    if v.shape[3] != head_dim:
+        raise ValueError(f"v's head_dim {v.shape[3]} must equal q's head_dim {head_dim} in this kernel")
     if head_dim > MAX_HEAD_DIM:
         raise ValueError(f"q's head_dim must be <= {MAX_HEAD_DIM}, got {head_dim}")
-    if k.shape[1:3] != v.shape[1:3]:
-        raise ValueError(
-            f"k and v must have the same (kv_heads, kv_len), got {tuple(k.shape)} and {tuple(v.shape)}"
-        )
-    kv_heads, kv_len = k.shape[1], k.shape[2]
-    if heads % kv_heads:
-        raise ValueError(f"q's heads ({heads}) must be a multiple of k/v's heads ({kv_heads})")
+    kv_len = k.shape[2]
     check_bool("causal", causal)
     if window is not None:
         check_int("window", window, minimum=1)
