@@ -6,6 +6,7 @@ Mechanisms used by two or more readings live here, each tested against a referen
 - :mod:`shared.rope`: 1D rotary position embeddings and their long-context scalings (PI, NTK, YaRN).
 - :mod:`shared.mrope`: multimodal RoPE (Qwen2-VL / Qwen2.5-VL / Qwen3-VL) and vision-tower 2D positions.
 - :mod:`shared.vision`: image preprocessing shared by the Qwen-VL readings (`smart_resize`).
+- :mod:`shared.tiling`: dynamic tiling (InternVL, DeepSeek-VL2 / AnyRes) and 2x2 token merges (pixel shuffle).
 - :mod:`shared.attention`: reference attention, mask builders, ``repeat_kv``, an MHA/GQA/MQA module.
 - :mod:`shared.norms`: RMSNorm and LayerNorm.
 - :mod:`shared.policy_losses`: group-relative advantages, clipped surrogates, k3 KL, GRPO-family losses.

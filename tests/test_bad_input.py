@@ -25,6 +25,7 @@ from shared import mrope as M
 from shared import norms as N
 from shared import policy_losses as P
 from shared import rope as R
+from shared import tiling as TL
 from shared import utils as U
 from shared.vision import smart_resize
 
@@ -94,6 +95,24 @@ CASES = [
     ("smart_resize zero", lambda: smart_resize(0, 100), V, "height must be an int >= 1"),
     ("smart_resize bool factor", lambda: smart_resize(100, 100, factor=True), T, "factor must be an int"),
     ("smart_resize min > max", lambda: smart_resize(100, 100, min_pixels=10**6, max_pixels=10**5), V, "min_pixels"),
+    # ---------------------------------------------------------------- shared.tiling
+    ("tile_grids min > max", lambda: TL.tile_grids(5, 4), V, "min_tiles"),
+    ("tile_grids zero", lambda: TL.tile_grids(0, 4), V, "min_tiles must be an int >= 1"),
+    ("closest grid float", lambda: TL.closest_ratio_grid(100.5, 100), T, "height must be an int"),
+    ("closest grid zero width", lambda: TL.closest_ratio_grid(100, 0), V, "width must be an int >= 1"),
+    ("closest grid tile", lambda: TL.closest_ratio_grid(100, 100, tile_size=0), V, "tile_size"),
+    ("best fit no grids", lambda: TL.best_fit_grid(100, 100, tile_size=384, grids=[]), V, "grids must be a non-empty"),
+    ("best fit bad pair", lambda: TL.best_fit_grid(100, 100, tile_size=384, grids=[(1, 2, 3)]), V, "grids\\[0\\]"),
+    ("best fit zero cols", lambda: TL.best_fit_grid(100, 100, tile_size=384, grids=[(0, 2)]), V, "grids\\[0\\]\\[0\\]"),
+    ("split_tiles 2d", lambda: TL.split_tiles(torch.zeros(4, 4), 2), V, "image must be"),
+    ("split_tiles ragged", lambda: TL.split_tiles(torch.zeros(3, 5, 4), 2), V, "multiples of tile_size"),
+    ("pixel_shuffle 3d", lambda: TL.pixel_shuffle(torch.zeros(4, 4, 2)), V, "x must have 4 dimensions"),
+    ("pixel_shuffle int", lambda: TL.pixel_shuffle(torch.zeros(1, 4, 4, 2, dtype=torch.long)), T, "floating-point"),
+    ("pixel_shuffle scale", lambda: TL.pixel_shuffle(torch.zeros(1, 4, 4, 2), 0.3), V, "1/k"),
+    ("pixel_shuffle scale > 1", lambda: TL.pixel_shuffle(torch.zeros(1, 4, 4, 2), 2.0), V, "scale_factor"),
+    ("pixel_shuffle odd grid", lambda: TL.pixel_shuffle(torch.zeros(1, 5, 4, 2)), V, "divisible"),
+    ("unfold_merge factor", lambda: TL.unfold_merge(torch.zeros(1, 4, 4, 2), 0), V, "factor must be an int >= 1"),
+    ("unfold_merge empty", lambda: TL.unfold_merge(torch.zeros(1, 0, 4, 2)), V, "x must not be empty"),
     # ---------------------------------------------------------------- shared.rope: scalars and options
     ("rope head_dim odd", lambda: R.rope_inv_freq(7), V, "even int"),
     ("rope head_dim float", lambda: R.rope_inv_freq(8.0), T, "even int"),
@@ -367,7 +386,9 @@ def test_input_type_error_is_both_type_and_value_error():
     assert issubclass(U.InputTypeError, TypeError) and issubclass(U.InputTypeError, ValueError)
 
 
-@pytest.mark.parametrize(("alias", "module"), [("U", U), ("R", R), ("M", M), ("A", A), ("N", N), ("P", P)])
+@pytest.mark.parametrize(
+    ("alias", "module"), [("U", U), ("R", R), ("M", M), ("A", A), ("N", N), ("P", P), ("TL", TL)]
+)
 def test_every_public_callable_has_a_bad_input_case(alias, module):
     """A new public function or class of ``shared`` must come with at least one case above."""
     source = Path(__file__).read_text()
