@@ -27,11 +27,12 @@ sys.path.insert(0, str(ROOT))
 def copy_bandwidth(device: str = "cuda", n_bytes: int = 1 << 30) -> float:
     """Device-to-device copy in GB/s, counting bytes read plus bytes written (the kernels' yardstick)."""
     import torch
-    from triton.testing import do_bench
+
+    from tools.bench_timing import median_ms
 
     src = torch.empty(n_bytes // 2, dtype=torch.bfloat16, device=device)
     dst = torch.empty_like(src)
-    ms = do_bench(lambda: dst.copy_(src), return_mode="median")
+    ms = median_ms(lambda: dst.copy_(src))
     return 2 * n_bytes / (ms * 1e-3) / 1e9
 
 

@@ -36,6 +36,8 @@ from collections.abc import Callable
 
 import torch
 
+from tools.bench_timing import forward_backward, median_ms
+
 BATCH, HEADS, SEQ, HEAD_DIM = 4, 32, 4096, 128
 WINDOW = 512
 IMAGES, PATCHES, VIT_HEADS, VIT_HEAD_DIM = 8, 1024, 16, 80
@@ -72,18 +74,9 @@ def _inputs(shape_q, shape_kv, device, seed=0):
 
 
 def _measure(fn: Callable[[], torch.Tensor], tensors, do) -> tuple[float, float, torch.Tensor]:
-    """(forward ms, forward+backward ms, forward output) of ``fn``, medians by do_bench."""
-    from triton.testing import do_bench
-
-    out = fn().detach()  # the first call compiles (Triton, torch.compile); do_bench also calls once untimed
-    fwd = do_bench(fn, return_mode="median")  # with autograd on, as in training
-
-    def fwd_bwd():
-        fn().backward(do)
-
-    fwd_bwd()
-    both = do_bench(fwd_bwd, grad_to_none=list(tensors), return_mode="median")
-    return fwd, both, out
+    """(forward ms, forward+backward ms, forward output) of ``fn``; the forward with autograd on, as in training."""
+    out = fn().detach()
+    return median_ms(fn), median_ms(forward_backward(fn, (do,)), grad_to_none=tensors), out
 
 
 def _bench_case(case: str, peers: dict, tensors, do, pairs: int, head_dim: int) -> list[dict]:

@@ -31,6 +31,8 @@ import json
 
 import torch
 
+from tools.bench_timing import forward_backward, median_ms
+
 __all__ = ["run"]
 
 BF16 = torch.bfloat16
@@ -40,34 +42,12 @@ RMS_SHAPE = (16384, 4096)
 EPS = 1e-6
 
 
-def _median_ms(fn, grad_to_none=None) -> float:
-    import triton.testing
-
-    fn()  # first call: compiles (Triton, torch.compile), outside the timing
-    fn()
-    torch.cuda.synchronize()
-    return float(
-        triton.testing.do_bench(fn, warmup=25, rep=100, grad_to_none=grad_to_none, return_mode="median")
-    )
-
-
 def _forward(fn):
     """The forward alone, without autograd's bookkeeping."""
 
     def step():
         with torch.no_grad():
             fn()
-
-    return step
-
-
-def _forward_backward(fn, grads: tuple[torch.Tensor, ...]):
-    """Forward, then backward from fixed output gradients ``grads``."""
-
-    def step():
-        outputs = fn()
-        outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-        torch.autograd.backward(outputs, grads)
 
     return step
 
@@ -85,9 +65,9 @@ def _measure(op: str, shape: str, peers: list, grads: tuple, leaves: list, bytes
             row = {"op": op, "name": name, "shape": shape, "pass": pass_name}
             try:
                 if pass_name == "fwd":
-                    ms = _median_ms(_forward(fn))
+                    ms = median_ms(_forward(fn))
                 else:
-                    ms = _median_ms(_forward_backward(fn, grads), grad_to_none=leaves)
+                    ms = median_ms(forward_backward(fn, grads), grad_to_none=leaves)
                 row.update({"ms": ms, "GB/s": bytes_moved[pass_name] / (ms * 1e-3) / 1e9})
             except Exception as error:  # a peer that breaks on this machine: keep the others
                 row.update({"ms": None, "GB/s": None, "error": f"{type(error).__name__}: {error}"[:300]})
