@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 35
+#     cpu_seconds: 86
 #     id: F2
 #     papers:
 #     - arxiv: '2104.09864'
@@ -29,7 +29,7 @@
 #       title: The Llama 3 Herd of Models
 #       version: v3
 #     part: foundations
-#     peak_memory_mb: 1063
+#     peak_memory_mb: 1075
 #     prerequisites:
 #     - F1
 #     title: 'Positional encodings: sinusoidal to RoPE to long context'
@@ -78,9 +78,9 @@
 # **Prerequisites:** F1 · The Transformer (not yet written) (attention, the sinusoidal encoding).
 # **Next:** 2D RoPE and M-RoPE for images and video in [V6 · Qwen2-VL](../vlm/V6_qwen2_vl.ipynb).
 #
-# **CPU run time:** 35 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 86 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 1063 MB
+# **Peak memory:** 1075 MB
 
 # %% [markdown]
 # ## TL;DR
@@ -1438,6 +1438,26 @@ assert torch.equal(cos_s, cos) and torch.equal(sin_s, sin)
 assert torch.equal(shared_rope.apply_rope(k, cos_s[:, None], sin_s[:, None]), k_ref)
 print(f"YaRN rotation at positions {L_llama}+: shared.rope == transformers bitwise; "
       f"from scratch (float64 angles) max error {error_bound(err_scratch, 1e-7)} within the float32-angle tolerance {tol:.1e}")
+
+# %% [markdown]
+# **The same rotation in one fused pass.** A model rotates q and k in every layer; the course's Triton kernel
+# (`shared.kernels.rope_qk_from_positions`, in `shared/kernels/rope.py`; [F7](F7_fast_attention.ipynb) walks
+# through its sibling, the attention kernel) computes the angles $m\theta_i$ inside the kernel, so the cos/sin tables are never
+# written to memory, and rotates q and k in one launch. On a GPU (`device` is `cuda`) this cell runs the kernel; on
+# a CPU it runs the PyTorch reference `shared.rope`, with the same signature. Either way the result must match
+# `transformers`' YaRN rotation above, to the float32-angle tolerance (the kernel's `cos`/`sin` are the GPU's, not
+# the CPU's, so bitwise equality is not expected there):
+
+# %%
+from shared.kernels.rope import rope_qk_from_positions
+
+q_dev, k_dev = q.float().to(device), k.float().to(device)  # (2, 1, 50, d): batch, heads, seq, d
+q_fused, k_fused = rope_qk_from_positions(q_dev, k_dev, position_ids.to(device), inv.to(device),
+                                          attention_scaling=scale)
+err_fused = max(assert_close(q_fused.cpu(), q_ref, atol=tol, rtol=0.0, name="fused RoPE q"),
+                assert_close(k_fused.cpu(), k_ref, atol=tol, rtol=0.0, name="fused RoPE k"))
+print(f"shared.kernels.rope_qk_from_positions on {device.type}: q and k equal transformers' YaRN rotation "
+      f"within {tol:.1e}")
 
 
 def permute_for_sliced_rotary(w: torch.Tensor, n_heads: int) -> torch.Tensor:

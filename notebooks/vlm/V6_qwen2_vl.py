@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 20
+#     cpu_seconds: 64
 #     id: V6
 #     papers:
 #     - arxiv: '2409.12191'
@@ -9,7 +9,7 @@
 #         at Any Resolution'
 #       version: v2
 #     part: vlm
-#     peak_memory_mb: 763
+#     peak_memory_mb: 817
 #     prerequisites:
 #     - F2
 #     - V1
@@ -42,9 +42,9 @@
 # **Prerequisites:** [F2 · Positional encodings](../foundations/F2_positional_encodings.ipynb) (RoPE, rotate-half
 # layout); V1 · ViT (patches, the ViT block; not yet written, see the syllabus row V1)
 #
-# **CPU run time:** 20 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 64 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 763 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 817 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
@@ -854,6 +854,28 @@ f_shape, t_shape, f_err, t_err = check_tower(pixel_values, grid_thw, "ViT image"
 print(f"ViT features {f_shape}: max abs error {f_err}; merged tokens {t_shape}: {t_err}")
 
 # %% [markdown]
+# **Packed attention without the mask.** `vit_forward` builds the $n \times n$ block-diagonal mask
+# `same_segment`, which grows with the square of the patch count. The course's FlashAttention kernel
+# (`shared.kernels.flash_attention`, [F7](../foundations/F7_fast_attention.ipynb)) takes the segment boundaries
+# instead, `cu_seqlens = [0, l_0, l_0 + l_1, ...]` (here the two images, 1512 and 380 patches), and never visits a
+# tile of keys outside a query's segment. On a GPU this cell runs the kernel; on a CPU the PyTorch reference in
+# `shared`. It must equal attention with `vit_forward`'s own mask:
+
+# %%
+from shared.kernels.flash_attention import flash_attention
+
+frame_len = torch.repeat_interleave(grid_thw[:, 1] * grid_thw[:, 2], grid_thw[:, 0])  # patches per segment
+cu_seqlens = F.pad(torch.cumsum(frame_len, 0), (1, 0))  # (segments + 1,)
+segment = torch.repeat_interleave(torch.arange(len(frame_len)), frame_len)
+same_segment = segment[:, None] == segment[None, :]  # (n, n), as in vit_forward
+qa, ka, va = torch.randn(3, 1, 4, len(segment), head_dim).unbind(0)  # (1, heads, n, head_dim): one packed row
+dense = F.scaled_dot_product_attention(qa, ka, va, attn_mask=same_segment)
+packed = flash_attention(qa.to(device), ka.to(device), va.to(device), cu_seqlens=cu_seqlens.to(device))
+err_pack = assert_close(packed.cpu(), dense, atol=1e-4, name="packed attention")
+print(f"cu_seqlens {cu_seqlens.tolist()}: shared.kernels.flash_attention on {device.type} equals SDPA with the "
+      f"{len(segment)} x {len(segment)} block-diagonal mask within 1e-4")
+
+# %% [markdown]
 # **The video path.** `transformers`' own video processor (`Qwen2VLVideoProcessor`) imports `torchvision`, which
 # the course does not install, so 6.7's rows cannot be compared with it directly; instead the video path is checked
 # against a plain convolution and against the tower. The frame sampling itself is computed with a transcription of
@@ -945,6 +967,26 @@ err_c = assert_close(cos_m[None], ref_cos, atol=1e-6, name="M-RoPE cos")
 err_s = assert_close(sin_m[None], ref_sin, atol=1e-6, name="M-RoPE sin")
 assert_close(cos_m[None], mrope_cos_sin(ref_ids, rope_inv_freq(128, 1e6), [16, 24, 24])[0], atol=1e-6)
 print(f"M-RoPE cos/sin vs Qwen2VLRotaryEmbedding: max abs error {error_bound(max(err_c, err_s))}")
+
+# %% [markdown]
+# **The fused M-RoPE kernel.** In a model the tables above are only an intermediate: the course's Triton kernel
+# `shared.kernels.mrope_qk` (in `shared/kernels/rope.py`, tested under Triton's interpreter) takes the
+# `(3, batch, seq)` ids themselves, picks each frequency's axis by `mrope_section` and computes the angles inside
+# the kernel, rotating q and k in one launch. On a GPU this cell runs it; on a CPU the PyTorch reference in
+# `shared`, with the same signature. It must rotate q and k as `transformers`' `apply_rotary_pos_emb` does with
+# the `Qwen2VLRotaryEmbedding` tables:
+
+# %%
+from shared.kernels.rope import mrope_qk
+from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb
+
+q_t, k_t = torch.randn(2, 1, 2, len(types), 128).unbind(0)  # (batch, heads, seq, head_dim); k: 2 heads too
+q_hf, k_hf = apply_rotary_pos_emb(q_t, k_t, ref_cos, ref_sin)
+q_mk, k_mk = mrope_qk(q_t.to(device), k_t.to(device), ref_ids.to(device), rope_inv_freq(128, 1e6).to(device),
+                      mrope_section=[16, 24, 24])
+err_mk = max(assert_close(q_mk.cpu(), q_hf, atol=1e-4, name="fused M-RoPE q"),
+             assert_close(k_mk.cpu(), k_hf, atol=1e-4, name="fused M-RoPE k"))
+print(f"shared.kernels.mrope_qk on {device.type}: q and k equal transformers' M-RoPE rotation within 1e-4")
 
 # %% [markdown]
 # **M-RoPE reduces to 1D RoPE on text** (derivation 6): for a text-only sequence the ids are $0, 1, 2, \dots$ on
