@@ -977,8 +977,9 @@ print(f"M-RoPE cos/sin vs Qwen2VLRotaryEmbedding: max abs error {error_bound(max
 # the `Qwen2VLRotaryEmbedding` tables:
 
 # %%
-from shared.kernels.rope import mrope_qk
 from transformers.models.qwen2_vl.modeling_qwen2_vl import apply_rotary_pos_emb
+
+from shared.kernels.rope import mrope_qk
 
 q_t, k_t = torch.randn(2, 1, 2, len(types), 128).unbind(0)  # (batch, heads, seq, head_dim); k: 2 heads too
 q_hf, k_hf = apply_rotary_pos_emb(q_t, k_t, ref_cos, ref_sin)
