@@ -24,6 +24,7 @@ from shared import attention as A
 from shared import mrope as M
 from shared import norms as N
 from shared import policy_losses as P
+from shared import preference_losses as PF
 from shared import rope as R
 from shared import tiling as TL
 from shared import utils as U
@@ -113,6 +114,23 @@ CASES = [
     ("pixel_shuffle odd grid", lambda: TL.pixel_shuffle(torch.zeros(1, 5, 4, 2)), V, "divisible"),
     ("unfold_merge factor", lambda: TL.unfold_merge(torch.zeros(1, 4, 4, 2), 0), V, "factor must be an int >= 1"),
     ("unfold_merge empty", lambda: TL.unfold_merge(torch.zeros(1, 0, 4, 2)), V, "x must not be empty"),
+    # ---------------------------------------------------------------- shared.preference_losses
+    ("rewards beta 0", lambda: PF.implicit_rewards(ONE, ONE, ONE, ONE, beta=0.0), V, "beta"),
+    ("dpo shape", lambda: PF.dpo_sigmoid_loss(ONE, torch.ones(3), ONE, ONE), V, "policy_rejected_logps must have the shape"),
+    ("dpo nan", lambda: PF.dpo_sigmoid_loss(ONE, ONE, _with(ONE, (0,), NAN), ONE), V, "ref_chosen_logps"),
+    ("dpo int", lambda: PF.dpo_sigmoid_loss(ONE.long(), ONE.long(), ONE.long(), ONE.long()), T, "policy_chosen_logps"),
+    ("dpo dtype mix", lambda: PF.dpo_sigmoid_loss(ONE, ONE.double(), ONE, ONE), T, "use one dtype"),
+    ("dpo meta", lambda: PF.dpo_sigmoid_loss(ONE, ONE, ONE, META), V, "meta"),
+    ("bco delta shape", lambda: PF.bco_pair_loss(ONE, ONE, ONE, ONE, delta=ONE), V, "delta must be one number"),
+    ("bco delta nan", lambda: PF.bco_pair_loss(ONE, ONE, ONE, ONE, delta=NAN), V, "delta"),
+    ("bco mean 2d", lambda: PF.bco_batch_reward_mean(ONE[None], ONE, ONE, ONE), V, "policy_chosen_logps"),
+    ("running mean nan", lambda: PF.RunningRewardMean().update(NAN), V, "batch_mean"),
+    ("sft negative length", lambda: PF.sft_loss(ONE, torch.tensor([2, -1])), V, "chosen_lengths must hold token counts"),
+    ("sft bool length", lambda: PF.sft_loss(ONE, torch.tensor([True, True])), T, "chosen_lengths"),
+    ("sft zero tokens", lambda: PF.sft_loss(ONE, torch.zeros(2)), V, "sums to 0"),
+    ("sft normalize", lambda: PF.sft_loss(ONE, ONE, normalize="batch"), V, "normalize"),
+    ("mpo weights two", lambda: PF.mpo_loss(ONE, ONE, ONE, ONE, ONE, weights=(0.8, 0.2)), T, "weights must be a tuple"),
+    ("mpo weight negative", lambda: PF.mpo_loss(ONE, ONE, ONE, ONE, ONE, weights=(0.8, -0.2, 1.0)), V, "weights\\[1\\]"),
     # ---------------------------------------------------------------- shared.rope: scalars and options
     ("rope head_dim odd", lambda: R.rope_inv_freq(7), V, "even int"),
     ("rope head_dim float", lambda: R.rope_inv_freq(8.0), T, "even int"),
@@ -387,7 +405,7 @@ def test_input_type_error_is_both_type_and_value_error():
 
 
 @pytest.mark.parametrize(
-    ("alias", "module"), [("U", U), ("R", R), ("M", M), ("A", A), ("N", N), ("P", P), ("TL", TL)]
+    ("alias", "module"), [("U", U), ("R", R), ("M", M), ("A", A), ("N", N), ("P", P), ("TL", TL), ("PF", PF)]
 )
 def test_every_public_callable_has_a_bad_input_case(alias, module):
     """A new public function or class of ``shared`` must come with at least one case above."""
