@@ -10,6 +10,7 @@ Mechanisms used by two or more readings live here, each tested against a referen
 - :mod:`shared.attention`: reference attention, mask builders, ``repeat_kv``, an MHA/GQA/MQA module.
 - :mod:`shared.norms`: RMSNorm and LayerNorm.
 - :mod:`shared.policy_losses`: group-relative advantages, clipped surrogates, k3 KL, GRPO-family losses.
+- :mod:`shared.returns`: discounted returns, TD errors and GAE (the lambda-return) of a rollout.
 - :mod:`shared.preference_losses`: DPO-family losses on sequence log-probs (sigmoid, BCO pair, SFT) and MPO.
 - :mod:`shared.kernels`: Triton GPU kernels (fused RoPE / M-RoPE, RMSNorm, FlashAttention), forward and
   backward, with the references above as their fallback on a machine without a GPU.

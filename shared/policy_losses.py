@@ -14,6 +14,9 @@ Padding may hold anything: a ``-inf`` log-prob, NaN. The functions that take a m
 the loss *and* its gradient with ``torch.where`` (``trl`` multiplies by the mask, and NaN * 0 = NaN); on real
 tokens every value must be finite (``ValueError`` otherwise). On finite inputs the results are ``trl``'s bit for
 bit. :func:`k3_kl` and :func:`clipped_surrogate` have no mask and work elementwise.
+
+PPO (arXiv 1707.06347, eq. 7) uses the same :func:`clipped_surrogate` on one ratio per action, and
+:func:`clipped_value_loss` for its critic (``stable-baselines3``'s form and the baselines/CleanRL form).
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ __all__ = [
     "k3_kl",
     "log_importance_weights",
     "clipped_surrogate",
+    "VALUE_CLIP_FORMS",
+    "clipped_value_loss",
     "aggregate_loss",
     "grpo_loss",
 ]
@@ -45,6 +50,7 @@ __all__ = [
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 SCALE_REWARDS = ("group", "batch", "none")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+VALUE_CLIP_FORMS = ("prediction", "max")
 
 
 def _check_mask(mask: object, like: torch.Tensor) -> torch.Tensor:
@@ -182,11 +188,22 @@ def clipped_surrogate(
     ``log_weights``: ``(batch, completion_len)`` or ``(batch, 1)`` log-ratios from
     :func:`log_importance_weights`; ``advantages``: ``(batch,)`` (one per completion) or the shape of
     ``log_weights``. ``epsilon_high > epsilon_low`` is DAPO's clip-higher. Returns the per-token (or
-    per-sequence) loss, the shape of ``log_weights``.
+    per-sequence) loss, the shape of ``log_weights``. PPO on actions (one ratio per step): ``log_weights`` and
+    ``advantages`` both ``(batch,)``; ``stable-baselines3``'s policy loss is the mean of the result.
     """
-    check_tensor("log_weights", log_weights, ndim=2, dtype_kind="float", nonempty=True)
+    check_tensor("log_weights", log_weights, ndim=(1, 2), dtype_kind="float", nonempty=True)
     check_tensor("advantages", advantages, ndim=(1, 2), dtype_kind="float", finite=True)
     check_same_device(log_weights=log_weights, advantages=advantages)
+    if log_weights.ndim == 1:
+        if advantages.shape != log_weights.shape:
+            raise ValueError(
+                f"advantages must have the shape of the 1-D log_weights {tuple(log_weights.shape)}, "
+                f"got {tuple(advantages.shape)}"
+            )
+        log_weights, advantages = log_weights.unsqueeze(1), advantages.unsqueeze(1)  # (batch, 1)
+        return clipped_surrogate(
+            log_weights, advantages, epsilon_low=epsilon_low, epsilon_high=epsilon_high
+        ).squeeze(1)
     if advantages.ndim == 1:
         advantages = advantages.unsqueeze(1)  # (batch, 1)
     if advantages.shape[0] != log_weights.shape[0] or advantages.shape[1] not in (1, log_weights.shape[1]):
@@ -201,6 +218,46 @@ def clipped_surrogate(
     ratio = torch.exp(log_weights)  # r = pi_theta / pi_old
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)  # clip(r, 1 - eps_low, 1 + eps_high)
     return -torch.min(ratio * advantages, clipped * advantages)
+
+
+def clipped_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    *,
+    clip_range: float | None = None,
+    form: str = "prediction",
+) -> torch.Tensor:
+    """PPO's value loss, a scalar: the mean squared error of the critic against its targets, optionally clipped.
+
+    ``values``: ``(batch,)`` the critic now; ``old_values``: ``(batch,)`` the critic when the rollout was
+    collected; ``returns``: ``(batch,)`` the targets (the lambda-returns of :func:`shared.returns.gae`).
+    With ``v_clip = old + clip(values - old, -clip_range, clip_range)``:
+
+    - ``clip_range=None``: ``mean((returns - values) ** 2)``.
+    - ``form="prediction"`` (``stable-baselines3`` 2.9.2, ``PPO.train``, ``clip_range_vf``):
+      ``mean((returns - v_clip) ** 2)``: the clipped prediction only, so no gradient once a value left the band.
+    - ``form="max"`` (OpenAI baselines ``ppo2``, CleanRL ``clip_vloss``): ``mean(max((values - returns) ** 2,
+      (v_clip - returns) ** 2))``, the pessimistic of the two, like the policy's clipped surrogate.
+
+    No factor 1/2: baselines and CleanRL multiply this by 0.5 before ``vf_coef``, ``stable-baselines3`` does not.
+    """
+    check_tensor("values", values, ndim=1, dtype_kind="float", nonempty=True, finite=True)
+    for name, x in (("old_values", old_values), ("returns", returns)):
+        check_tensor(name, x, ndim=1, dtype_kind="float", finite=True)
+        if x.shape != values.shape:
+            raise ValueError(
+                f"{name} must have the shape of values {tuple(values.shape)}, got {tuple(x.shape)}"
+            )
+    check_same_device(values=values, old_values=old_values, returns=returns)
+    check_choice("form", form, VALUE_CLIP_FORMS)
+    if clip_range is None:
+        return ((returns - values) ** 2).mean()
+    c = check_number("clip_range", clip_range, gt=0)
+    v_clip = old_values + torch.clamp(values - old_values, -c, c)  # (batch,)
+    if form == "prediction":
+        return ((returns - v_clip) ** 2).mean()
+    return torch.max((values - returns) ** 2, (v_clip - returns) ** 2).mean()
 
 
 def aggregate_loss(

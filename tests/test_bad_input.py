@@ -25,6 +25,7 @@ from shared import mrope as M
 from shared import norms as N
 from shared import policy_losses as P
 from shared import preference_losses as PF
+from shared import returns as RT
 from shared import rope as R
 from shared import tiling as TL
 from shared import utils as U
@@ -114,6 +115,21 @@ CASES = [
     ("pixel_shuffle odd grid", lambda: TL.pixel_shuffle(torch.zeros(1, 5, 4, 2)), V, "divisible"),
     ("unfold_merge factor", lambda: TL.unfold_merge(torch.zeros(1, 4, 4, 2), 0), V, "factor must be an int >= 1"),
     ("unfold_merge empty", lambda: TL.unfold_merge(torch.zeros(1, 0, 4, 2)), V, "x must not be empty"),
+    # ---------------------------------------------------------------- shared.returns and PPO's value loss
+    ("gae dones 2", lambda: RT.gae(ONE, ONE, torch.tensor([0, 2]), torch.tensor(0.0)), V, "dones must hold 0/1"),
+    ("gae values shape", lambda: RT.gae(ONE, torch.ones(3), ZERO, torch.tensor(0.0)), V, "values must have the shape"),
+    ("gae last_values shape", lambda: RT.gae(ONE, ONE, ZERO, ONE), V, "last_values must have shape"),
+    ("gae lam > 1", lambda: RT.gae(ONE, ONE, ZERO, torch.tensor(0.0), lam=1.5), V, "lam"),
+    ("gae rewards nan", lambda: RT.gae(_with(ONE, (0,), NAN), ONE, ZERO, torch.tensor(0.0)), V, "rewards must be finite"),
+    ("gae int rewards", lambda: RT.gae(ONE.long(), ONE, ZERO, torch.tensor(0.0)), T, "rewards must be a floating-point"),
+    ("gae dtype mix", lambda: RT.gae(ONE, ONE.double(), ZERO, torch.tensor(0.0)), T, "use one dtype"),
+    ("td gamma nan", lambda: RT.td_errors(ONE, ONE, ZERO, torch.tensor(0.0), gamma=NAN), V, "gamma"),
+    ("returns 3d", lambda: RT.discounted_returns(torch.ones(1, 1, 2), torch.zeros(1, 1, 2)), V, "rewards must have 1 or 2"),
+    ("returns dones meta", lambda: RT.discounted_returns(ONE, META), V, "dones is on the meta device"),
+    ("value loss shape", lambda: P.clipped_value_loss(ONE, torch.ones(3), ONE), V, "old_values must have the shape"),
+    ("value loss clip 0", lambda: P.clipped_value_loss(ONE, ONE, ONE, clip_range=0.0), V, "clip_range"),
+    ("value loss form", lambda: P.clipped_value_loss(ONE, ONE, ONE, clip_range=0.2, form="min"), V, "form"),
+    ("surrogate 1d adv shape", lambda: P.clipped_surrogate(ONE, torch.ones(2, 1)), V, "1-D log_weights"),
     # ---------------------------------------------------------------- shared.preference_losses
     ("rewards beta 0", lambda: PF.implicit_rewards(ONE, ONE, ONE, ONE, beta=0.0), V, "beta"),
     ("dpo shape", lambda: PF.dpo_sigmoid_loss(ONE, torch.ones(3), ONE, ONE), V, "policy_rejected_logps must have the shape"),
@@ -405,7 +421,8 @@ def test_input_type_error_is_both_type_and_value_error():
 
 
 @pytest.mark.parametrize(
-    ("alias", "module"), [("U", U), ("R", R), ("M", M), ("A", A), ("N", N), ("P", P), ("TL", TL), ("PF", PF)]
+    ("alias", "module"),
+    [("U", U), ("R", R), ("M", M), ("A", A), ("N", N), ("P", P), ("TL", TL), ("PF", PF), ("RT", RT)],
 )
 def test_every_public_callable_has_a_bad_input_case(alias, module):
     """A new public function or class of ``shared`` must come with at least one case above."""

@@ -60,7 +60,7 @@ def dpo_trainer(tmp_path_factory):
         warnings.simplefilter("ignore")
         args = DPOConfig(
             output_dir=str(tmp / "out"), report_to="none", use_cpu=True, per_device_train_batch_size=B,
-            loss_type=["sigmoid", "bco_pair", "sft"], loss_weights=list(MPO_WEIGHTS), beta=0.1,
+            loss_type=["sigmoid", "bco_pair", "sft"], loss_weights=[0.8, 0.2, 1.0], beta=0.1,
             logging_strategy="no", save_strategy="no",
         )  # fmt: skip
         trainer = DPOTrainer(
@@ -115,7 +115,7 @@ def test_mpo_matches_trl_dpo_trainer(dpo_trainer, seed):
         "sigmoid": (dpo_sigmoid_loss(pc, pr, rc, rr, beta=0.1).mean(), ["sigmoid"], [1.0]),
         "bco_pair": (bco_pair_loss(pc, pr, rc, rr, beta=0.1).mean(), ["bco_pair"], [1.0]),
         "sft": (sft_loss(pc, n_c), ["sft"], [1.0]),
-        "mpo": (mpo_loss(pc, pr, rc, rr, n_c, beta=0.1), ["sigmoid", "bco_pair", "sft"], list(MPO_WEIGHTS)),
+        "mpo": (mpo_loss(pc, pr, rc, rr, n_c, beta=0.1), ["sigmoid", "bco_pair", "sft"], [0.8, 0.2, 1.0]),
     }
     for name, (ours, types, weights) in cases.items():
         theirs = trl_loss(dpo_trainer, batch, types, weights)
@@ -197,3 +197,10 @@ def test_bad_inputs():
         mpo_loss(x, x, x, x, torch.ones(3), weights=(0.8, -0.2, 1.0))
     with pytest.raises(ValueError, match="batch_mean"):
         RunningRewardMean().update(float("nan"))
+
+
+def test_mpo_weights_are_internvls():
+    # OpenGVLab/InternVL@2410d1d, internvl_chat_gpt_oss/internvl/train/internvl_chat_mpo.py lines 906-907:
+    # loss_type = ['sigmoid', 'bco_pair', 'sft'], loss_weights = [0.8, 0.2, 1.0] (the trl checks above pass these
+    # literals to trl, so a wrong default in shared fails there too)
+    assert MPO_WEIGHTS == (0.8, 0.2, 1.0)
