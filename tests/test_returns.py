@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger
 
 from shared import policy_losses as P
 from shared import returns as RT
@@ -145,7 +145,7 @@ def test_ppo_losses_equal_stable_baselines3_train(clip_range_vf):
         "MlpPolicy", gym.make("CartPole-v1"), n_steps=n, batch_size=n, n_epochs=1, clip_range=0.2,
         clip_range_vf=clip_range_vf, seed=0, device="cpu",
     )  # fmt: skip
-    model.set_logger(configure(None, []))
+    model.set_logger(Logger(folder=None, output_formats=[]))  # no files, no output
     model._setup_learn(n)
     model.collect_rollouts(model.env, model._init_callback(None), model.rollout_buffer, n)
     buf = model.rollout_buffer
