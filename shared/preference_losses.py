@@ -12,11 +12,14 @@ rejected ``y_r`` response of each pair. The implicit reward is ``r(y) = beta * (
 - :func:`dpo_sigmoid_loss`: ``-log sigmoid(r(y_c) - r(y_r))`` per pair.
 - :func:`bco_pair_loss`: ``-log sigmoid(r(y_c) - delta) - log sigmoid(-(r(y_r) - delta))`` per pair.
   **The shift delta.** BCO subtracts a reward shift ``delta``. ``trl`` 0.x (up to 0.28.0; InternVL3.5's code pins
-  ``trl==0.21.0``) kept it as a running mean: at every step, *before* the loss, it computed the batch mean of the
+  ``trl==0.21.0``) kept it as a running mean: at every loss computation (every micro-batch forward, in training and in
+  evaluation alike), *before* the loss, it computed the batch mean of the
   ``2 * batch`` rewards ``mean(cat(r(y_c), r(y_r)))`` (detached) and fed that one number to
-  ``RunningMoments.update``; ``delta`` is then the running mean, which for one number per step (count 1 each) is
+  ``RunningMoments.update``; ``delta`` is then the running mean, which for one number per micro-batch (count 1 each) is
   the plain average of all batch means so far, the current one included (:class:`RunningRewardMean`). With
-  several processes each contributes its own batch mean. ``trl`` 1.16.0 (after "Refactor DPO", PR #3906, first
+  several processes each contributes its own batch mean (merged by ``get_global_statistics``). InternVL3.5's
+  scripts run one sample per device with gradient accumulation, so the shift moves once per micro-batch, not
+  once per optimiser step. ``trl`` 1.16.0 (after "Refactor DPO", PR #3906, first
   released in 0.29.0) dropped the shift: its ``bco_pair`` is this loss with ``delta = 0``, the default here.
 - :func:`sft_loss`: the NLL of the chosen responses. ``trl`` (0.21 and 1.16) normalises **per token over the
   batch**: ``-sum_i log pi(y_c,i) / sum_i |y_c,i|`` (the mean over every chosen token of the batch, so a long
@@ -166,7 +169,7 @@ def bco_batch_reward_mean(
     *,
     beta: float = 0.1,
 ) -> float:
-    """The number ``trl`` <= 0.28 fed to its running mean each step: ``mean(cat(r(y_c), r(y_r)))``, detached."""
+    """The number ``trl`` <= 0.28 fed to its running mean at each loss computation: ``mean(cat(r(y_c), r(y_r)))``, detached."""
     chosen, rejected = implicit_rewards(
         policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=beta
     )
