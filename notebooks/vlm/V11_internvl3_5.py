@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 24
+#     cpu_seconds: 10
 #     id: V11
 #     papers:
 #     - arxiv: '2508.18265'
@@ -11,6 +11,7 @@
 #     - arxiv: '2411.10442'
 #       title: Enhancing the Reasoning Ability of Multimodal Large Language Models via
 #         Mixed Preference Optimization
+#       version: v1
 #     - arxiv: '2507.18071'
 #       title: Group Sequence Policy Optimization
 #       version: v2
@@ -18,7 +19,7 @@
 #       title: 'ViCO: A Training Strategy towards Semantic Aware Dynamic High-Resolution'
 #       version: v1
 #     part: vlm
-#     peak_memory_mb: 631
+#     peak_memory_mb: 629
 #     prerequisites:
 #     - V6
 #     - R7
@@ -46,16 +47,16 @@
 # partners), *InternVL3.5: Advancing Open-Source Multimodal Models in Versatility, Reasoning, and Efficiency*, arXiv
 # 2025. [arXiv:2508.18265v2](https://arxiv.org/abs/2508.18265v2) · MPO: Weiyun Wang et al., *Enhancing the Reasoning
 # Ability of Multimodal Large Language Models via Mixed Preference Optimization*,
-# [arXiv:2411.10442](https://arxiv.org/abs/2411.10442) · **Official code:**
+# [arXiv:2411.10442v1](https://arxiv.org/abs/2411.10442v1) · **Official code:**
 # [OpenGVLab/InternVL](https://github.com/OpenGVLab/InternVL) (InternVL3.5 training code in `internvl_chat_gpt_oss/`)
 #
 # **Prerequisites:** [V6 · Qwen2-VL](../vlm/V6_qwen2_vl.ipynb) (dynamic resolution, token budgets);
 # [R7 · GRPO](../rl/R7_grpo.ipynb) (group-relative advantages, clipped surrogates). V10 · InternVL3 (V2PE, MPO
 # post-training), R8 · GSPO and R9 · MPO and Cascade RL are not yet written (see the syllabus rows).
 #
-# **CPU run time:** 24 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 10 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 631 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 629 MB (the kernel's peak resident memory, measured by `make run`)
 #
 # > **What I could and could not verify.** The full text of arXiv 2508.18265 was not readable from this course's
 # > offline tools; only its abstract (v2, the version whose abstract states +16.0% and 4.05x) was. Every claim
@@ -69,7 +70,7 @@
 #
 # - **Cascade RL:** offline MPO (DPO + BCO + SFT, weights 0.8 / 0.2 / 1.0 in the official code), then online GSPO (sequence-level ratios); the arXiv 2508.18265v2 abstract reports up to +16.0% overall reasoning gain over InternVL3.
 # - **MPO = trl:** `shared.preference_losses.mpo_loss` equals `trl` 1.16 `DPOTrainer` with `loss_type=["sigmoid","bco_pair","sft"]`; `trl` ≤ 0.28 (InternVL pins 0.21) also shifted BCO's rewards by a running mean, 1.16 does not.
-# - **Toy (8 seeds, 3072 samples each, GSPO lr swept):** MPO alone is capped by its SFT term near the chosen responses' reward (0.39; DPO alone 0.78). At its best lr GSPO alone (0.84 ± 0.05) ties the cascade with the paper's MPO weights (0.85 ± 0.04); with a DPO-only offline stage the cascade wins at every lr (best 0.90 ± 0.04). At lr 0.05, GSPO is step-limited, not signal-limited.
+# - **Toy (8 seeds, 3072 samples each, GSPO lr swept):** MPO alone is capped by its SFT term near the chosen responses' reward (0.39; DPO alone 0.78). At its best lr GSPO alone (0.84 ± 0.05) ties the cascade with the paper's MPO weights (0.85 ± 0.04); with a DPO-only offline stage the cascade beats GSPO alone at every lr (best 0.90 ± 0.04). At lr 0.05, GSPO is step-limited, not signal-limited.
 # - **Efficiency:** ViR routes each 448 tile to 256 or 64 tokens (1/4 vs 1/16 compression), trained with ViCO (a KL consistency stage, then router labels from a loss ratio); DvD puts the ViT and the LLM on different GPUs and pipelines them; with ViR, 4.05x faster than InternVL3 (v2 abstract).
 
 # %% [markdown]
@@ -77,7 +78,7 @@
 #
 # - **级联强化学习：**先离线 MPO（DPO + BCO + SFT，官方代码中权重为 0.8 / 0.2 / 1.0），再在线 GSPO（序列级重要性比）；arXiv 2508.18265v2 摘要报告相对 InternVL3 整体推理性能最高提升 16.0%。
 # - **MPO 与 trl 一致：**`shared.preference_losses.mpo_loss` 等于 `trl` 1.16 `DPOTrainer` 的 `loss_type=["sigmoid","bco_pair","sft"]`；`trl` ≤ 0.28（InternVL 锁定 0.21）还会用奖励的滑动均值平移 BCO，1.16 不再这样做。
-# - **小实验（8 个种子，每个 3072 个样本，扫描 GSPO 学习率）：**只用 MPO 被其 SFT 项限制在被选回答的平均奖励附近（0.39；只用 DPO 为 0.78）。在各自最佳学习率下，只用 GSPO（0.84 ± 0.05）与使用论文 MPO 权重的级联（0.85 ± 0.04）持平；离线阶段只用 DPO 时，级联在每个学习率下都更好（最佳 0.90 ± 0.04）。学习率 0.05 时 GSPO 受限于步数，而非信号不足。
+# - **小实验（8 个种子，每个 3072 个样本，扫描 GSPO 学习率）：**只用 MPO 被其 SFT 项限制在被选回答的平均奖励附近（0.39；只用 DPO 为 0.78）。在各自最佳学习率下，只用 GSPO（0.84 ± 0.05）与使用论文 MPO 权重的级联（0.85 ± 0.04）持平；离线阶段只用 DPO 时，级联在每个学习率下都优于只用 GSPO（最佳 0.90 ± 0.04）。学习率 0.05 时 GSPO 受限于步数，而非信号不足。
 # - **效率：**ViR 把每个 448 切片路由到 256 或 64 个 token（1/4 与 1/16 压缩），用 ViCO 训练（先做 KL 一致性训练，再用损失比给路由器打标签）；DvD 把 ViT 和 LLM 放到不同 GPU 上流水线执行；配合 ViR，比 InternVL3 快 4.05 倍（v2 摘要）。
 
 # %% [markdown]
@@ -651,8 +652,11 @@ print(f"KL(p_ref || p_model) vs F.kl_div: error {error_bound(err, 1e-12)}")
 # %% [markdown]
 # ## Reproduction
 #
-# **Claim** (arXiv 2508.18265v2 abstract): Cascade RL, offline MPO then online GSPO, is a "coarse-to-fine" recipe
-# that beats either stage. **Numbers I would need and could not read:** the paper's ablation of the cascade against
+# **Claim** (arXiv 2508.18265v2 abstract): Cascade RL "enhances reasoning through a two-stage process: offline RL for
+# stable convergence and online RL for refined alignment. This coarse-to-fine training strategy leads to substantial
+# improvements on downstream reasoning tasks, e.g., MMMU and MathVista." The abstract does not compare the cascade with
+# either stage alone; that comparison would come from the paper's ablation, which I could not read. **Numbers I would
+# need and could not read:** the paper's ablation of the cascade against
 # MPO-only and GSPO-only on its reasoning benchmarks (a table in the experiments); its section and table numbers are
 # not quoted because they could not be checked. The post-training data are named on the model cards (e.g.
 # `OpenGVLab/InternVL3_5-8B-HF`, `datasets: MMPR-v1.2, MMPR-Tiny`, base model `InternVL3_5-8B-MPO`); the stage order,
@@ -784,8 +788,8 @@ ax1.legend(fontsize=7)
 for arm in ARMS:
     v = torch.stack([results[f"{arm} lr {lr}"] for lr in LRS])  # (lrs, S)
     ax2.errorbar(LRS, v.mean(1).tolist(), yerr=v.std(1).tolist(), marker="o", capsize=3, label=arm)
-for lab, ls in [("MPO only MPO", "--"), ("MPO only DPO", ":")]:
-    ax2.axhline(results[lab].mean(), color="gray", ls=ls, label=lab)
+for lab, name, ls in [("MPO only MPO", "MPO only (0.8,0.2,1)", "--"), ("MPO only DPO", "DPO only (1,0,0)", ":")]:
+    ax2.axhline(results[lab].mean(), color="gray", ls=ls, label=name)
 ax2.set_xscale("log")
 ax2.set_xticks(LRS, [str(lr) for lr in LRS])
 ax2.minorticks_off()
@@ -823,6 +827,9 @@ plt.show()
 #   0.894 vs 0.448 / 0.676 / 0.840 / 0.821 / 0.725), and at the best lrs 0.897 ± 0.044 vs 0.840 ± 0.046 (it beats
 #   both single stages on 7/8 seeds). At lr 0.2, DPO + BCO offline gives 0.878 (vs DPO 0.882), SFT only 0.789 and
 #   the full MPO 0.814: the SFT term is what holds the cascade back.
+# - **Selection caveat.** Each arm's "best lr" is picked on the same 8 seeds it is reported on (best of 5 grid
+#   points), which flatters every arm a little and equally; the per-lr comparisons above carry no such selection,
+#   and they tell the same story.
 # - **The split matters and its optimum depends on the offline loss:** at lr 0.2, full MPO prefers 50/50 (0.814;
 #   25/75 0.788, 75/25 0.677); DPO only gives 0.800 / 0.882 / 0.878 for 25/75 / 50/50 / 75/25.
 #
@@ -921,7 +928,8 @@ if answer_3 is not None:
 # - W. Wang et al., *InternVL3.5*, [arXiv:2508.18265v2](https://arxiv.org/abs/2508.18265v2) (abstract read; full
 #   text not available offline). InternVL3.5 blog post, internvl.github.io/blog/2025-08-26-InternVL-3.5 (stage order);
 #   model card `OpenGVLab/InternVL3_5-8B-HF` (datasets).
-# - W. Wang et al., *Mixed Preference Optimization*, [arXiv:2411.10442](https://arxiv.org/abs/2411.10442).
+# - W. Wang et al., *Enhancing the Reasoning Ability of Multimodal Large Language Models via Mixed Preference
+#   Optimization*, [arXiv:2411.10442v1](https://arxiv.org/abs/2411.10442v1) (abstract read; the loss weights are taken from the official code).
 # - L. Cui et al., *ViCO: A Training Strategy towards Semantic Aware Dynamic High-Resolution*,
 #   [arXiv:2510.12793v1](https://arxiv.org/abs/2510.12793v1) (abstract read).
 # - C. Zheng et al., *GSPO*, [arXiv:2507.18071v2](https://arxiv.org/abs/2507.18071v2) (§5.1: clip ranges 3e-4 / 4e-4); Jung et al., *BCO*,
