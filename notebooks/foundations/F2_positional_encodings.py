@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 74
+#     cpu_seconds: 63
 #     id: F2
 #     papers:
 #     - arxiv: '2104.09864'
@@ -29,7 +29,7 @@
 #       title: The Llama 3 Herd of Models
 #       version: v3
 #     part: foundations
-#     peak_memory_mb: 958
+#     peak_memory_mb: 985
 #     prerequisites:
 #     - F1
 #     title: 'Positional encodings: sinusoidal to RoPE to long context'
@@ -78,9 +78,9 @@
 # **Prerequisites:** F1 · The Transformer (not yet written) (attention, the sinusoidal encoding).
 # **Next:** 2D RoPE and M-RoPE for images and video in [V6 · Qwen2-VL](../vlm/V6_qwen2_vl.ipynb).
 #
-# **CPU run time:** 74 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 63 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 958 MB
+# **Peak memory:** 985 MB
 
 # %% [markdown]
 # ## TL;DR

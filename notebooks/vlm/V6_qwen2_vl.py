@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 60
+#     cpu_seconds: 43
 #     id: V6
 #     papers:
 #     - arxiv: '2409.12191'
@@ -9,7 +9,7 @@
 #         at Any Resolution'
 #       version: v2
 #     part: vlm
-#     peak_memory_mb: 829
+#     peak_memory_mb: 823
 #     prerequisites:
 #     - F2
 #     - V1
@@ -42,9 +42,9 @@
 # **Prerequisites:** [F2 · Positional encodings](../foundations/F2_positional_encodings.ipynb) (RoPE, rotate-half
 # layout); V1 · ViT (patches, the ViT block; not yet written, see the syllabus row V1)
 #
-# **CPU run time:** 60 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 43 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 829 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 823 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
