@@ -18,6 +18,7 @@ export PYTHONDONTWRITEBYTECODE := 1
 NOTEBOOK_FILES := $(wildcard notebooks/*/*.ipynb)
 LINTED := shared tools tests template.py $(wildcard notebooks/*/*.py)
 
+.PHONY: site site-deps site-test site-venv course-files
 .PHONY: help venv lab test bench gpu-test check lint contract mirrors catalogue data unit notebooks portable sync run new clean clean-all
 
 help:
@@ -31,7 +32,10 @@ help:
 	@echo "make portable    the same with PyTorch's plain (non-SIMD) CPU kernels: outputs must not depend on the CPU"
 	@echo "make run NB=notebooks/part/ID_name.ipynb   execute a reading, store outputs and run time, sync mirror"
 	@echo "make new ID=V7 PART=vlm SLUG=qwen2_5_vl TITLE=\"Qwen2.5-VL\"   start a reading from the template"
-	@echo "make sync    regenerate the .py mirrors (jupytext --sync) and the README catalogue"
+	@echo "make sync    regenerate the .py mirrors (jupytext --sync), the README catalogue and learning-path map"
+	@echo "make site    build the static site into build/site (offline; no notebook is executed)"
+	@echo "make site-deps   install Debian's chromium and fonts-noto-cjk for site-test (as root; skips if present)"
+	@echo "make site-test   open every page of build/site in headless chromium and check it"
 	@echo "make clean   remove caches (make clean-all also removes .venv)"
 
 venv: $(STAMP)
@@ -45,10 +49,10 @@ $(STAMP): pyproject.toml
 lab: venv
 	$(BIN)/jupyter lab --notebook-dir=. $(if $(filter 0,$(shell id -u)),--allow-root)
 
-test: venv check unit notebooks portable
+test: venv check unit notebooks portable site-deps site site-test
 	@echo "make test: all checks passed"
 
-check: lint contract mirrors catalogue data
+check: lint contract mirrors catalogue data course-files
 
 lint: venv
 	$(BIN)/ruff check $(LINTED)
@@ -65,6 +69,14 @@ catalogue: venv
 
 data: venv
 	$(BIN)/python tools/check_data.py
+
+# The generated course files are fresh: the syllabus copy (and every prerequisite names a syllabus id), the
+# learning-path map, the issue form's reading list; every Colab link opens a file of this repository.
+course-files: venv
+	$(BIN)/python tools/syllabus.py --check
+	$(BIN)/python tools/learning_path.py --check
+	$(BIN)/python tools/issue_form.py --check
+	$(BIN)/python tools/badges.py
 
 unit: venv
 	$(BIN)/python -m pytest -q -n $(JOBS) tests
@@ -86,6 +98,8 @@ sync: venv
 	$(BIN)/jupytext --sync template.ipynb $(NOTEBOOK_FILES)
 	$(BIN)/python tools/check_mirrors.py --write
 	$(BIN)/python tools/catalogue.py
+	$(BIN)/python tools/learning_path.py
+	$(BIN)/python tools/issue_form.py
 
 run: venv
 	@test -n "$(NB)" || (echo "usage: make run NB=notebooks/<part>/<ID>_<name>.ipynb" && exit 2)
@@ -106,6 +120,32 @@ bench:
 gpu-test:
 	@if [ -z "$(BENCH_PY)" ]; then $(MAKE) --no-print-directory venv; fi
 	$(or $(BENCH_PY),$(BIN)/python) -m pytest -q tests/test_kernels_rope.py tests/test_kernels_rmsnorm.py tests/test_kernels_attention.py
+
+# The static site. tools/site.py writes build/site-src (docs + a mkdocs.yml inheriting site/mkdocs.yml).
+SITE_STAMP := $(VENV)/.site-installed
+site-venv: $(SITE_STAMP)
+
+$(SITE_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,site]'
+	@touch $(SITE_STAMP)
+
+site: site-venv
+	$(BIN)/python tools/syllabus.py --check
+	$(BIN)/python tools/site.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --quiet --strict -f build/site-src/mkdocs.yml
+	@echo "make site: build/site"
+
+# Debian's chromium (Playwright drives it; no browser download) and CJK fonts for the 中文速览 sections.
+site-deps:
+	@if [ -x /usr/bin/chromium ] && dpkg -s fonts-noto-cjk >/dev/null 2>&1; then \
+		echo "site-deps: chromium and fonts-noto-cjk already installed"; \
+	else \
+		$(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq chromium fonts-noto-cjk; \
+	fi
+
+site-test: site-venv
+	$(BIN)/python tools/site_test.py
 
 clean:
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
