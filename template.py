@@ -27,13 +27,14 @@
 # %% [markdown]
 # # X0 · Reading title
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/open-vlm-course/vlm-llm-course/blob/main/template.ipynb)
+# [![Open In Colab](docs/img/colab-badge.svg)](https://colab.research.google.com/github/open-vlm-course/vlm-llm-course/blob/main/template.ipynb)
 #
 # **Paper:** Authors, *Title*, Venue Year. [arXiv:0000.00000](https://arxiv.org/abs/0000.00000) ·
 # **Official code:** [owner/repo](https://github.com/owner/repo)
 #
-# **Prerequisites:** F1 · The Transformer (link each reading this one builds on, relative to this notebook; name one not yet
-# written in plain text: the contract check fails on a link that does not resolve)
+# **Prerequisites:** [F1 · The Transformer](docs/syllabus.md#f1) (link each reading this one builds on, relative to this notebook:
+# its notebook when written, else its entry on `docs/syllabus.md`, as here; the contract check fails on a
+# prerequisite of the metadata that is not linked, and on a link that does not resolve)
 #
 # **CPU run time:** 4 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
@@ -67,7 +68,7 @@ import sys
 if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "vlm-llm-course[notebooks] @ git+https://github.com/open-vlm-course/vlm-llm-course"],
+         "vlm-llm-course[notebooks] @ git+https://github.com/open-vlm-course/vlm-llm-course@main"],
         check=True,
     )
 

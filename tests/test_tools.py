@@ -34,6 +34,13 @@ def reading(tmp_path, fake_colab):
         r"\(https://colab\.research[^)]*\)", "(https://colab.example/F99_demo.ipynb)", first.source
     )
     first.source = "\n".join(line for line in first.source.splitlines() if "Template guide" not in line)
+    # From notebooks/foundations/: the shipped badge image, and the unwritten prerequisite linked to its
+    # syllabus entry (both files exist in the temporary repository).
+    first.source = first.source.replace("](docs/img/colab-badge.svg)", "](../../docs/img/colab-badge.svg)")
+    first.source = first.source.replace("](docs/syllabus.md#f1)", "](../../docs/syllabus.md#f1)")
+    (tmp_path / "docs" / "img").mkdir(parents=True)
+    (tmp_path / "docs" / "img" / "colab-badge.svg").write_text("<svg/>", encoding="utf-8")
+    (tmp_path / "docs" / "syllabus.md").write_text("### F1\n", encoding="utf-8")
     for cell in nb.cells:
         cell.source = cell.source.replace("Template guide", "Guide")
     path = tmp_path / "notebooks" / "foundations" / "F99_demo.ipynb"
@@ -55,6 +62,14 @@ def test_template_keeps_the_contract():
 
 def test_reading_keeps_the_contract(reading):
     assert check_contract.check(reading) == []
+
+
+def test_unlinked_prerequisite_fails(reading):
+    def edit(nb):
+        nb.cells[0].source = nb.cells[0].source.replace("](../../docs/syllabus.md#f1)", "](#f1)")
+
+    found = problems_after(reading, edit)
+    assert "title block: prerequisite F1 is not linked (link it to docs/syllabus.md#f1)" in found, found
 
 
 def drop_section(title):
@@ -145,7 +160,7 @@ def test_dead_relative_link_fails(reading):
     found = problems_after(reading, edit)
     assert [p for p in found if p.startswith("links:")] == [
         "links: [F1_transformer.ipynb] does not resolve from foundations/ "
-        "(a reading not yet written is named in plain text, not linked)"
+        "(a reading not yet written links to its entry in docs/syllabus.md)"
     ], found
 
 

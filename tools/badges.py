@@ -1,9 +1,10 @@
 """The "Open in Colab" badge: a copy of the image in the repository, and checks of the Colab links.
 
-The notebooks' badges load their image from Colab's site. ``localize_badge`` rewrites a notebook's badge to
-the image shipped in docs/img/colab-badge.svg (the site build applies it to its copies; applying it to the
-notebooks themselves is a separate change). ``check`` says where a Colab link does not open a file of this
-repository.
+A badge loaded from Colab's site is a broken image offline, so every notebook shows the copy shipped in
+docs/img/colab-badge.svg (``localize_badge``). ``check_notebook`` says where a Colab link does not open a file
+of this repository (the repository and branch of ``[tool.course]`` in pyproject.toml, the one place they are
+set), where a badge is fetched from the network, and where the Colab-only install cell does not install the
+helper package from that same repository and branch.
 
 python tools/badges.py            # check every notebook's Colab links
 python tools/badges.py PATH ...   # just these
@@ -54,13 +55,33 @@ def localize_notebook(nb: nbformat.NotebookNode, image: str) -> int:
     return changed
 
 
+def install_spec() -> str:
+    """What a notebook's Colab-only cell installs: the helper package at the branch the badge opens, so the
+    notebook and the ``shared`` it imports come from the same commit."""
+    s = settings()
+    return f"vlm-llm-course[notebooks] @ git+https://github.com/{s['github']}@{s['branch']}"
+
+
+INSTALL = re.compile(r"vlm-llm-course\[notebooks\] @ git\+https://github\.com/[^\"'\s]+")
+
+
+def pin_install(source: str) -> str:
+    """``source`` (the Colab-only install cell) with its package spec set to ``install_spec()``."""
+    return INSTALL.sub(install_spec(), source)
+
+
 def check_notebook(path: Path, nb: nbformat.NotebookNode | None = None, root: Path = ROOT) -> list[str]:
     """Problems: a Colab link to another repository or branch, or to a path that does not exist; a badge
-    image that is neither Colab's nor an existing local file."""
+    image that is not the local copy (an image fetched from Colab's site is broken offline); a Colab-only
+    install cell that does not install the helper from the repository and branch the badge opens."""
     nb = nb if nb is not None else nbformat.read(path, as_version=4)
     s = settings()
     problems = []
     for cell in nb.cells:
+        if cell.cell_type == "code" and "google.colab" in cell.source:
+            specs = INSTALL.findall(cell.source)
+            if specs != [install_spec()]:
+                problems.append(f"Colab install cell installs {specs or 'nothing'}, not [{install_spec()!r}]")
         if cell.cell_type != "markdown":
             continue
         for repo, branch, rel in COLAB_LINK.findall(cell.source):
@@ -69,7 +90,9 @@ def check_notebook(path: Path, nb: nbformat.NotebookNode | None = None, root: Pa
             if not (root / rel).is_file():
                 problems.append(f"Colab link to {rel}, which does not exist")
         for _, image in BADGE_IMAGE.findall(cell.source):
-            if image != REMOTE_BADGE and not (path.parent / image).is_file():
+            if image == REMOTE_BADGE:
+                problems.append(f"badge image fetched from Colab's site; use {badge_path_from(path)}")
+            elif not (path.parent / image).is_file():
                 problems.append(f"badge image {image} does not exist")
     return problems
 

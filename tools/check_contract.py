@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -100,6 +101,24 @@ def check_metadata(path: Path, nb: nbformat.NotebookNode, is_template: bool) -> 
     return problems
 
 
+def check_prerequisite_links(path: Path, src: str, prerequisites: list[str]) -> list[str]:
+    """Each prerequisite of the metadata is linked from the title block: to its notebook when it is written,
+    else to its entry on docs/syllabus.md (so a reader never meets a dead or bare name)."""
+    root = path.resolve().parents[2]  # the repository holding notebooks/<part>/<file>.ipynb
+    linked = set()
+    for target in LOCAL_LINK.findall(src):
+        file, _, anchor = target.partition("#")
+        linked.add(((path.parent / file).resolve(), anchor))
+    written = {p.name.split("_", 1)[0]: p.resolve() for p in notebooks()}
+    problems = []
+    for p in prerequisites:
+        want = (written[p], "") if p in written else ((root / "docs" / "syllabus.md").resolve(), p.lower())
+        if want not in linked:
+            where = os.path.relpath(want[0], root) + (f"#{want[1]}" if want[1] else "")
+            problems.append(f"title block: prerequisite {p} is not linked (link it to {where})")
+    return problems
+
+
 def check_title_block(path: Path, nb: nbformat.NotebookNode) -> list[str]:
     if not nb.cells or nb.cells[0].cell_type != "markdown":
         return ["title block: the first cell must be markdown"]
@@ -116,6 +135,7 @@ def check_title_block(path: Path, nb: nbformat.NotebookNode) -> list[str]:
         problems.append("title block: no link to the paper")
     if "**Prerequisites:**" not in src:
         problems.append("title block: no '**Prerequisites:**' line")
+    problems += check_prerequisite_links(path, src, meta.get("prerequisites") or [])
     # The measured figures: the title block's line must say what the metadata says (make run writes both).
     for what, line, key, unit in (
         ("run time", RUNTIME_LINE, "cpu_seconds", "s"),
@@ -222,7 +242,7 @@ def check_links(path: Path, nb: nbformat.NotebookNode) -> list[str]:
             if file and not (path.parent / file).exists():
                 problems.append(
                     f"links: [{target}] does not resolve from {path.parent.name}/ "
-                    "(a reading not yet written is named in plain text, not linked)"
+                    "(a reading not yet written links to its entry in docs/syllabus.md)"
                 )
     return problems
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tools import badges  # noqa: E402
 from tools.course import NOTEBOOKS, PART_LETTER, READING_ID, TEMPLATE, colab_url, read  # noqa: E402
 from tools.run_notebook import write_pair  # noqa: E402
 
@@ -37,6 +38,8 @@ def create(rid: str, part: str, slug: str, title: str) -> Path:
     first.source = re.sub(
         r"\]\(https://colab\.research\.google\.com/github/[^)]*\)", f"]({colab_url(path)})", first.source
     )
+    badges.localize_notebook(nb, badges.badge_path_from(path))  # the badge image, relative to the new folder
+    first.source = first.source.replace("](docs/", "](../../docs/")  # the syllabus links, likewise
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.execution_count = None

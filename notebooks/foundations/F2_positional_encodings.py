@@ -50,7 +50,7 @@
 # %% [markdown]
 # # F2 · Positional encodings: sinusoidal to RoPE to long context
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/open-vlm-course/vlm-llm-course/blob/main/notebooks/foundations/F2_positional_encodings.ipynb)
+# [![Open In Colab](../../docs/img/colab-badge.svg)](https://colab.research.google.com/github/open-vlm-course/vlm-llm-course/blob/main/notebooks/foundations/F2_positional_encodings.ipynb)
 #
 # **Papers** (the arXiv version whose section, equation and figure numbers this reading cites):
 # Su, Lu, Pan, Murtadha, Wen, Liu, *RoFormer: Enhanced Transformer with Rotary Position Embedding*,
@@ -75,7 +75,7 @@
 # [jquesnelle/yarn](https://github.com/jquesnelle/yarn) (NTK-aware, Dynamic NTK, YaRN) ·
 # [ofirpress/attention_with_linear_biases](https://github.com/ofirpress/attention_with_linear_biases)
 #
-# **Prerequisites:** F1 · The Transformer (not yet written) (attention, the sinusoidal encoding).
+# **Prerequisites:** [F1 · The Transformer](../../docs/syllabus.md#f1) (not yet written; its syllabus entry) (attention, the sinusoidal encoding).
 # **Next:** 2D RoPE and M-RoPE for images and video in [V6 · Qwen2-VL](../vlm/V6_qwen2_vl.ipynb).
 #
 # **CPU run time:** 63 s on a 2-core CPU (measured by `make run`, which rewrites this number)
@@ -112,7 +112,7 @@ import sys
 if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "vlm-llm-course[notebooks] @ git+https://github.com/open-vlm-course/vlm-llm-course"],
+         "vlm-llm-course[notebooks] @ git+https://github.com/open-vlm-course/vlm-llm-course@main"],
         check=True,
     )
 

@@ -39,7 +39,7 @@
 # %% [markdown]
 # # F7 · Fast attention and fast training: FlashAttention, mixed precision, ZeRO
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/open-vlm-course/vlm-llm-course/blob/main/notebooks/foundations/F7_fast_attention.ipynb)
+# [![Open In Colab](../../docs/img/colab-badge.svg)](https://colab.research.google.com/github/open-vlm-course/vlm-llm-course/blob/main/notebooks/foundations/F7_fast_attention.ipynb)
 #
 # **Papers** (the arXiv version whose section, equation, algorithm and figure numbers this reading cites):
 # Dao, Fu, Ermon, Rudra, Ré, *FlashAttention: Fast and Memory-Efficient Exact Attention with IO-Awareness*,
@@ -57,7 +57,7 @@
 # released no code; its loss scaling lives on in `torch.amp.GradScaler`, the reference used here. The course's
 # own Triton kernel: [`shared/kernels/flash_attention.py`](../../shared/kernels/flash_attention.py).
 #
-# **Prerequisites:** F1 · The Transformer (not yet written) (scaled dot-product attention, masks).
+# **Prerequisites:** [F1 · The Transformer](../../docs/syllabus.md#f1) (not yet written; its syllabus entry) (scaled dot-product attention, masks).
 # The packed (`cu_seqlens`) case checked here is the block-diagonal attention of a ViT over several images in
 # [V6 · Qwen2-VL](../vlm/V6_qwen2_vl.ipynb).
 #
@@ -99,7 +99,7 @@ import sys
 if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "vlm-llm-course[notebooks] @ git+https://github.com/open-vlm-course/vlm-llm-course"],
+         "vlm-llm-course[notebooks] @ git+https://github.com/open-vlm-course/vlm-llm-course@main"],
         check=True,
     )
 

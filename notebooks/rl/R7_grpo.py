@@ -37,7 +37,7 @@
 # %% [markdown]
 # # R7 · GRPO, Dr. GRPO, DAPO
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/open-vlm-course/vlm-llm-course/blob/main/notebooks/rl/R7_grpo.ipynb)
+# [![Open In Colab](../../docs/img/colab-badge.svg)](https://colab.research.google.com/github/open-vlm-course/vlm-llm-course/blob/main/notebooks/rl/R7_grpo.ipynb)
 #
 # **Papers:** Zhihong Shao, Peiyi Wang, Qihao Zhu, Runxin Xu, Junxiao Song, et al. (DeepSeek-AI), *DeepSeekMath:
 # Pushing the Limits of Mathematical Reasoning in Open Language Models*, 2024.
@@ -51,8 +51,8 @@
 # evaluation; no RL code) · [sail-sg/understand-r1-zero](https://github.com/sail-sg/understand-r1-zero) ·
 # [BytedTsinghua-SIA/DAPO](https://github.com/BytedTsinghua-SIA/DAPO) (project; its training code is `recipe/dapo` in [volcengine/verl](https://github.com/volcengine/verl))
 #
-# **Prerequisites:** R4 · PPO (clipped surrogate, advantages) and R6 · DPO (the reference policy and the KL to
-# it), two readings of this part that are not yet in the course (the README lists the readings that are)
+# **Prerequisites:** [R4 · PPO](../../docs/syllabus.md#r4) (clipped surrogate, the learned critic, GAE; being written) and [R6 · DPO](../../docs/syllabus.md#r6)
+# (the reference policy and the KL to it; not yet written: its syllabus entry)
 #
 # **CPU run time:** 31 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
@@ -90,7 +90,7 @@ import sys
 if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "vlm-llm-course[notebooks] @ git+https://github.com/open-vlm-course/vlm-llm-course"],
+         "vlm-llm-course[notebooks] @ git+https://github.com/open-vlm-course/vlm-llm-course@main"],
         check=True,
     )
 

@@ -41,7 +41,7 @@
 # %% [markdown]
 # # V11 · InternVL3.5
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/open-vlm-course/vlm-llm-course/blob/main/notebooks/vlm/V11_internvl3_5.ipynb)
+# [![Open In Colab](../../docs/img/colab-badge.svg)](https://colab.research.google.com/github/open-vlm-course/vlm-llm-course/blob/main/notebooks/vlm/V11_internvl3_5.ipynb)
 #
 # **Paper:** Weiyun Wang, Zhangwei Gao, Lixin Gu, Hengjun Pu, Long Cui, et al. (Shanghai AI Laboratory and
 # partners), *InternVL3.5: Advancing Open-Source Multimodal Models in Versatility, Reasoning, and Efficiency*, arXiv
@@ -95,7 +95,7 @@ import sys
 if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "vlm-llm-course[notebooks] @ git+https://github.com/open-vlm-course/vlm-llm-course"],
+         "vlm-llm-course[notebooks] @ git+https://github.com/open-vlm-course/vlm-llm-course@main"],
         check=True,
     )
 

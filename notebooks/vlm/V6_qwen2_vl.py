@@ -31,7 +31,7 @@
 # %% [markdown]
 # # V6 · Qwen2-VL
 #
-# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/open-vlm-course/vlm-llm-course/blob/main/notebooks/vlm/V6_qwen2_vl.ipynb)
+# [![Open In Colab](../../docs/img/colab-badge.svg)](https://colab.research.google.com/github/open-vlm-course/vlm-llm-course/blob/main/notebooks/vlm/V6_qwen2_vl.ipynb)
 #
 # **Paper:** Peng Wang, Shuai Bai, Sinan Tan, Shijie Wang, Zhihao Fan, Jinze Bai, et al. (Qwen Team, Alibaba
 # Group), *Qwen2-VL: Enhancing Vision-Language Model's Perception of the World at Any Resolution*, arXiv 2024.
@@ -40,7 +40,7 @@
 # `QwenLM/Qwen2-VL`, renamed to `Qwen2.5-VL` and then to `Qwen3-VL`; the old addresses redirect)
 #
 # **Prerequisites:** [F2 · Positional encodings](../foundations/F2_positional_encodings.ipynb) (RoPE, rotate-half
-# layout); V1 · ViT (patches, the ViT block; not yet written, see the syllabus row V1)
+# layout); [V1 · ViT](../../docs/syllabus.md#v1) (patches, the ViT block; not yet written: its syllabus entry)
 #
 # **CPU run time:** 43 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
@@ -79,7 +79,7 @@ import sys
 if "google.colab" in sys.modules:
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q",
-         "vlm-llm-course[notebooks] @ git+https://github.com/open-vlm-course/vlm-llm-course"],
+         "vlm-llm-course[notebooks] @ git+https://github.com/open-vlm-course/vlm-llm-course@main"],
         check=True,
     )
 
