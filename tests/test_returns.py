@@ -167,8 +167,10 @@ def test_ppo_losses_equal_stable_baselines3_train(clip_range_vf):
     model.train()
     logged = model.logger.name_to_value
     assert float((log_w.exp() - 1).abs().gt(0.2).float().mean()) > 0.2  # the clip fires on many samples
-    assert abs(logged["train/policy_gradient_loss"] - float(policy_loss)) < 1e-6
-    assert abs(logged["train/value_loss"] - float(value_loss)) < 1e-5
+    # float32 means of 64 terms: equal to a few ulps of the loss itself (the value loss is ~1e2, one ulp ~8e-6),
+    # and the sum order differs between sb3's F.mse_loss and shared's mean, so compare relatively.
+    assert logged["train/policy_gradient_loss"] == pytest.approx(float(policy_loss), rel=1e-6, abs=1e-6)
+    assert logged["train/value_loss"] == pytest.approx(float(value_loss), rel=1e-6, abs=1e-6)
 
 
 def test_value_clip_forms_by_hand():
