@@ -132,6 +132,7 @@ def index(readings: list[Reading], entries: list[dict]) -> str:
     svg = learning_path.render(entries, readings, lambda r: page_dir(r))
     svg = svg.replace("\n", "")  # one line: Markdown passes a raw HTML block through untouched
     return (
+        "---\nhide:\n  - toc\n---\n\n"  # the map needs the table of contents' width on a desktop
         "# Vision-language and large language models, one paper at a time\n\n"
         "An open course that reads the important papers on vision-language models, large language models and "
         "the reinforcement learning used to post-train them. Every reading is one Jupyter notebook with the "
