@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 15
+#     cpu_seconds: 20
 #     id: V9
 #     papers:
 #     - arxiv: '2403.05525'
@@ -12,7 +12,7 @@
 #         Multimodal Understanding'
 #       version: v1
 #     part: vlm
-#     peak_memory_mb: 641
+#     peak_memory_mb: 683
 #     prerequisites:
 #     - V6
 #     title: DeepSeek-VL and DeepSeek-VL2
@@ -47,9 +47,9 @@
 # written, see the syllabus); for the language model of DeepSeek-VL2: F3 · Attention variants and the KV cache
 # (MLA), L3 · DeepSeekMoE and L4 · DeepSeek-V2 (not yet written)
 #
-# **CPU run time:** 15 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 20 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 641 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 683 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
@@ -110,6 +110,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import transformers
+from matplotlib.ticker import FormatStrFormatter, NullFormatter
 from PIL import Image, ImageOps
 from transformers import DeepseekVLHybridConfig, DeepseekVLHybridForConditionalGeneration
 from transformers.image_processing_utils import select_best_resolution
@@ -151,6 +152,18 @@ print("torch", torch.__version__, "| transformers", transformers.__version__)
 # The tiling of VL2 is LLaVA-NeXT's "AnyRes" canvas rule (the same `select_best_resolution` as in `transformers`),
 # and its 2x2 merge is the pixel shuffle of InternVL 1.5 ([arXiv:2404.16821](https://arxiv.org/abs/2404.16821)), in
 # another channel order.
+#
+# **What came after.** DeepSeek-OCR (arXiv 2510.18234) reuses the high-resolution half of this design: its
+# "DeepEncoder" is again a SAM-base window-attention ViT at 1024 px followed by two 3x3 stride-2 convs 256 -> 512 ->
+# 1024 (`net_2`, `net_3` in `deepencoder/sam_vary_sdpa.py` of deepseek-ai/DeepSeek-OCR, the block of DeepSeek-VL's
+# `downsamples` without the interpolation to 96, so 64x64 -> 16x16 = 256 tokens), now feeding a CLIP-L
+# (`build_clip_l`, 24 layers of width 1024, whose `forward(x, patch_embeds)` takes the SAM tokens as its patch
+# embeddings): in series, not concatenated beside it. `transformers` 5.23.0
+# ships its successor as `deepseek_ocr2` (checkpoint `deepseek-community/DeepSeek-OCR-2`): SAM ViT-B, the same two
+# stride-2 convs (256 -> 512 -> 896, `DeepseekOcr2SamVisionProj`), then a small Qwen2-style encoder with learned
+# queries instead of CLIP. DeepSeek's unified understanding-and-generation models Janus (arXiv 2410.13848) and
+# Janus-Pro (arXiv 2501.17811) keep a SigLIP-L at 384 as the understanding encoder (`transformers`'
+# `JanusVisionConfig`: width 1024, 384 px, patch 16) beside a separate VQ tokenizer for generation.
 
 # %% [markdown]
 # ## Derivations
@@ -162,10 +175,11 @@ print("torch", torch.__version__, "| transformers", transformers.__version__)
 # $96 \times 96 \times 256$ (bilinear) and applies two stride-2 $3\times3$ convolutions,
 # $$96 \xrightarrow{\text{stride }2} 48 \xrightarrow{\text{stride }2} 24,\qquad 256 \to 512 \to 1024 \text{ channels},$$
 # so SAM also ends on a $24\times24 = 576$-cell grid, now of width 1024. Cell $(i,j)$ of both grids covers the same
-# $\tfrac{1}{24}$ of the image, so the two are concatenated **along channels**: 576 tokens of width 2048. Why 96:
-# the smallest $24 \cdot 2^k$ at or above 64 is $24 \cdot 4 = 96$, and two stride-2 convs bring it to 24 ($48$ would
-# mean downsampling 64 first). The code below checks the
-# shapes at the real sizes with `transformers`' own projection module.
+# $\tfrac{1}{24}$ of the image, so the two are concatenated **along channels**: 576 tokens of width 2048. The paper
+# does not say why 96. A likely reason (this reading's inference, not the paper's): 64 is not $24 \cdot 2^k$, so
+# stride-2 convs alone cannot reach 24 from it; the smallest $24 \cdot 2^k$ at or above 64 is $24 \cdot 4 = 96$, and
+# two stride-2 convs then land exactly on SigLIP's grid (48 would mean downsampling 64 first). The code below
+# checks the shapes at the real sizes with `transformers`' own projection module.
 #
 # This is the **7B** model. The released DeepSeek-VL-1.3B has no SAM branch: its model card
 # (huggingface.co/deepseek-ai/deepseek-vl-1.3b-base) says "It uses the SigLIP-L as the vision encoder supporting
@@ -209,7 +223,8 @@ print("fused: 576 tokens of width", 1024 + down.shape[1], "(channel concat) -> t
 # **The paper's ablation of this adaptor** (2403.05525v2 §4.4, "Vision-Language Adaptor Design", Table 10, SigLIP +
 # SAM): concatenating the two branches along the embedding dimension with the **Hybrid MLP** (per-branch layer, then
 # a shared one: the adaptor above) averages **55.9** over its seven benchmarks, against 55.2 for a Shared MLP and
-# 54.5 for Separate MLPs; concatenating along the sequence with token pooling along W or H gives 55.5 / 54.2. The
+# 54.5 for Separate MLPs; concatenating along the sequence with token pooling along W or H gives 55.5 / 54.2
+# (numbers read from the v2 text when this reading was written; the paper was not reachable to re-check them). The
 # paper's evidence for having a second, vision-only encoder at all is Figure 10 (§4.4, "Vision Encoder
 # Selection"): adding a vision-only self-supervised encoder lowers the stage-2 training loss; it plots losses and
 # prints no numbers.
@@ -258,7 +273,12 @@ def hybrid_fusion(model, siglip_tokens, sam_last, sam_global):
 # | 3. supervised fine-tuning (§3.2.3) | VL and pure-text chat (SFT) data | SigLIP-L, the adaptor, the LLM | SAM-B |
 #
 # (§3.2.1-§3.2.3 of 2403.05525v2 and the caption of its Figure 3; "SAM-B remains frozen due to the limited GPU
-# memory", §3.2.3.) Stage 1 alone cannot make a VLM: the adaptor is a small MLP, and "expanding the data scale at
+# memory", §3.2.3.) "SAM-B frozen" means the ViT body. The interpolate + two convs of derivation 1 live inside
+# the SAM tower in the official code (`ImageEncoderViT.downsamples` in `sam.py`), and `HybridVisionTower` with
+# `freeze_high=False` (its default, `clip_encoder.py`) freezes only the rest: every parameter whose name contains
+# `downsamples` or `neck` stays trainable, so the convs, both necks and $\alpha$ (`hd_alpha_downsamples`) train
+# with the adaptor. The training code and per-stage flags are not released, so which stages set `freeze_high`
+# is not visible. Stage 1 alone cannot make a VLM: the adaptor is a small MLP, and "expanding the data scale at
 # this stage does not provide benefits and may even lead to inferior performance" (§3.2.1, Table 8). The language
 # question is stage 2. Training the LLM on multimodal data only gives "a stark and severe decline in language
 # metrics" (§3.2.2, Figure 4, the 100%:0% curve). The paper varies the mixing ratio on its 1B model (§3.2.2, Figure 4;
@@ -309,7 +329,7 @@ def hybrid_fusion(model, siglip_tokens, sam_last, sam_global):
 # \tag{4}$$
 # (`tokenize_with_images` in `processing_deepseek_vl_v2.py`; the layout is built in `prepare_inputs_embeds` of
 # `modeling_deepseek_vl_v2.py`: the local tiles are stitched into one $(n_h h) \times (n_w w)$ grid *before* the
-# newlines are added, so a row of tokens runs across all tiles of a tile row). With three or more images the
+# newlines are added, so a row of tokens runs across all tiles of a tile row; §7 (4) checks this order). With three or more images the
 # processor turns cropping off (`cropping=len(images) <= 2`) and the grid is forced to 1x1 (`tokenize_with_images`,
 # `cropping=False` → `best_width = best_height = image_size`). Each image is then the 384 global view **plus** one
 # 384 local tile (the same padded image): 2 SigLIP passes, $210 + 1 + 14 \cdot 15 = 421$ tokens, the same as any 1x1
@@ -321,10 +341,22 @@ def hybrid_fusion(model, siglip_tokens, sam_last, sam_global):
 #
 # ### (a) DeepSeek-VL preprocessing, from scratch
 #
-# The image's longer side is resized to the SAM size (1024 in the release), the result is padded to a square
-# with the mean colour, centred; the SigLIP input is that square resized to 384. This is what `transformers`'
-# `DeepseekVLHybridImageProcessor` does (the official `VLMImageProcessor` resizes and pads the same way; its
-# `clip_encoder.py` then resizes 1024 -> 384 inside the model). Here at toy sizes: SAM 64, SigLIP 32.
+# The image's longer side is resized to the SAM size (1024 in the release, bicubic), the result is padded to a
+# square with the mean colour, centred; the SigLIP input is that square resized to 384. The function below follows
+# `transformers`' `DeepseekVLHybridImageProcessorPil`, the reference of §7. The official pipeline differs in two
+# details:
+#
+# - **Size rounding.** The official `VLMImageProcessor.resize` (`deepseek_vl/models/image_processing_vlm.py`)
+#   truncates, `max(int(height / max_size * image_size), min_size)`; `transformers` rounds,
+#   `max(round(height * delta), min_size)`. grace_hopper.jpg (512x600) becomes 873x1024 officially, 874x1024 in
+#   `transformers`.
+# - **The 1024 -> 384 filter.** The official processor returns only the padded 1024 square; `HybridVisionTower`
+#   (`clip_encoder.py`) resizes it to 384 *inside the model* with `torchvision.transforms.Resize(384,
+#   antialias=True)`, whose default is **bilinear** (on a float tensor). `transformers` resizes the padded square
+#   in the processor with PIL **bicubic** (on 8-bit pixels).
+#
+# The official pipeline is the one the released weights were trained with; §7 (1b) measures both differences at the
+# real sizes. Here at toy sizes: SAM 64, SigLIP 32.
 
 # %%
 SAM_SIZE, SIGLIP_SIZE = 64, 32  # the release: 1024 and 384
@@ -433,12 +465,15 @@ print(len(GRIDS), "grids:", GRIDS)
 # %% [markdown]
 # ### (e) Token count of eq. (4), and the layout it counts
 #
-# `vl2_tokens` is eq. (4). `vl2_layout` builds the sequence the way `prepare_inputs_embeds` does (global grid
-# plus a newline column, the separator, the stitched local grid plus a newline column) from placeholder features,
-# and returns its length and which positions are newlines: §7 checks the two agree.
+# `vl2_tokens` is eq. (4). `vl2_layout` builds the sequence the way `prepare_inputs_embeds` does: the global grid
+# plus a newline column, the separator, then the local tiles stitched into one grid with
+# `"(th tw) (h w) d -> (th h) (tw w) d"` plus a newline column. It takes one value per token (feature ids here,
+# $d = 1$; the official code moves $D$-wide embeddings the same way) and marks newlines -1 and the separator -2.
+# §7 checks its length against eq. (4) and its order against an index canvas cut into tiles.
 
 # %%
 H_TOK = math.ceil((TILE // 14) / 2)  # 27 patches -> 14 tokens a side after the 2x2 merge
+NEWLINE, SEPARATOR = -1, -2  # marks of the two special tokens in vl2_layout's output
 
 
 def vl2_tokens(cols: int, rows: int, h: int = H_TOK) -> int:
@@ -446,22 +481,27 @@ def vl2_tokens(cols: int, rows: int, h: int = H_TOK) -> int:
     return h * (h + 1) + 1 + (rows * h) * (cols * h + 1)
 
 
-def vl2_layout(cols: int, rows: int, h: int = H_TOK) -> torch.Tensor:
-    """Kinds of each image position: 0 = feature, 1 = newline, 2 = view separator (prepare_inputs_embeds)."""
-    glob = torch.cat([torch.zeros(h, h), torch.ones(h, 1)], dim=1).flatten()  # (h * (h + 1),)
-    tiles = torch.zeros(rows * cols, h * h)  # (tiles, h*h) row by row, as split_tiles orders them
+def vl2_layout(glob: torch.Tensor, tiles: torch.Tensor, cols: int, rows: int) -> torch.Tensor:
+    """prepare_inputs_embeds' image sequence. glob (h*h,) global-view values; tiles (rows*cols, h*h), the local
+    tiles row by row (as split_tiles orders them). Returns (h(h+1) + 1 + rows*h*(cols*h+1),)."""
+    h = math.isqrt(glob.numel())
+    g = torch.cat([glob.reshape(h, h), torch.full((h, 1), NEWLINE)], dim=1).flatten()  # (h * (h + 1),)
     grid = tiles.reshape(rows, cols, h, h).permute(0, 2, 1, 3).reshape(rows * h, cols * h)  # "(th h) (tw w)"
-    local = torch.cat([grid, torch.ones(rows * h, 1)], dim=1).flatten()
-    return torch.cat([glob, torch.tensor([2.0]), local])
+    local = torch.cat([grid, torch.full((rows * h, 1), NEWLINE)], dim=1).flatten()  # (rows*h * (cols*h + 1),)
+    return torch.cat([g, torch.tensor([SEPARATOR]), local])
 
 
-lay = vl2_layout(3, 2)
-print("3x2 grid:", len(lay), "positions =", int((lay == 0).sum()), "features +", int((lay == 1).sum()),
-      "newlines +", int((lay == 2).sum()), "separator")
-lay11 = vl2_layout(1, 1)  # the > 2 images case: cropping off, grid forced to 1x1, global view + one local tile
-print("1x1 grid (also each image when > 2 images):", len(lay11), "positions,", int((lay11 == 0).sum()),
+def placeholder_layout(cols: int, rows: int, h: int = H_TOK) -> torch.Tensor:
+    return vl2_layout(torch.zeros(h * h, dtype=torch.long), torch.zeros(rows * cols, h * h, dtype=torch.long), cols, rows)
+
+
+lay = placeholder_layout(3, 2)
+print("3x2 grid:", len(lay), "positions =", int((lay >= 0).sum()), "features +", int((lay == NEWLINE).sum()),
+      "newlines +", int((lay == SEPARATOR).sum()), "separator")
+lay11 = placeholder_layout(1, 1)  # the > 2 images case: cropping off, grid forced to 1x1, global view + one local tile
+print("1x1 grid (also each image when > 2 images):", len(lay11), "positions,", int((lay11 >= 0).sum()),
       "features = 2 SigLIP passes x", H_TOK**2)
-assert int((lay11 == 0).sum()) == 2 * (27 + 1) ** 2 // 4 and len(lay11) == vl2_tokens(1, 1) == 421
+assert int((lay11 >= 0).sum()) == 2 * (27 + 1) ** 2 // 4 and len(lay11) == vl2_tokens(1, 1) == 421
 
 # %% [markdown]
 # **The paper's wording against the code's rule.** `paper_min_padding` is the literal rule of 2412.10302 §2
@@ -548,6 +588,7 @@ axes[2].barh(range(9), toks, color="tab:blue", label="DeepSeek-VL2 (eq. 4)")
 axes[2].axvline(576, color="tab:orange", ls="--", label="DeepSeek-VL (576)")
 axes[2].set_yticks(range(9), [f"{w}x{h} ({budget[(w, h)][0]}x{budget[(w, h)][1]})" for w, h in SIZES[:9]])
 axes[2].set_xlabel("image tokens")
+axes[2].set_xlim(0, 2900)  # room on the right for the legend, clear of the short bottom bars
 axes[2].legend(fontsize=8, loc="lower right")
 axes[2].set_title("token budget per image (grid c x r)")
 for a in axes[:2]:
@@ -600,6 +641,22 @@ print("27x27 patches ->", tuple(merged.shape[1:3]), "=", merged.shape[1] * merge
 # does not re-derive them: see F3 (MLA and its KV cache), L3 (DeepSeekMoE) and L4 (DeepSeek-V2).
 
 # %% [markdown]
+# ### (j) Limits of the two designs
+#
+# - **DeepSeek-VL: one square at a fixed cost.** Every image is letterboxed into a 1024 square and read as 576
+#   tokens. A 4000x300 strip keeps a content band of $\lfloor 300/4000 \cdot 1024 \rfloor = 76$ px for SAM and about
+#   28 px for SigLIP; the rest of the square is padding. VL2 gives the same strip 9x1 tiles (table (f)).
+# - **DeepSeek-VL2: the caps of the release.** The released `candidate_resolutions` ($mn \le 9$) cap the kept
+#   resolution at 1152x1152 (3x3) or 3456x384 (9x1); larger images are downscaled to fit. With three or more images
+#   tiling is off and each image is read at 384 px (421 tokens).
+# - **Context.** Both READMEs list a sequence length of 4,096 for every released model. Two photos at VL2's cap take
+#   $2 \cdot 2{,}017 = 4{,}034$ of them; that is likely why the processor stops tiling beyond two images (the
+#   reading's inference: the paper states the rule, not its reason).
+# - **MoE memory.** Memory follows the total parameters, not the activated ones. The VL2 README: "You may need 80GB
+#   GPU memory to run this script with deepseek-vl2-small" (16.1B total, 2.4B activated), 40 GB with incremental
+#   prefilling (`chunk_size=512`); only DeepSeek-VL2-Tiny (3.37B total) "can be run on a single GPU < 40GB".
+
+# %% [markdown]
 # ## Check against a reference
 #
 # **(1) Preprocessing** vs `transformers`' `DeepseekVLHybridImageProcessorPil` at the same toy sizes and means,
@@ -618,6 +675,38 @@ for img in (photo, wide):
     errs.append(assert_close(lo, ref["pixel_values"][0], atol=1e-5, name="SigLIP pixels"))
     errs.append(assert_close(hi, ref["high_res_pixel_values"][0], atol=1e-5, name="SAM pixels"))
 print(f"preprocessing vs DeepseekVLHybridImageProcessorPil (2 images, both branches): max abs error {error_bound(max(errs))}")
+
+# %% [markdown]
+# **(1b) The official pipeline against `transformers`, at the real sizes** (1024 / 384, grace_hopper). A
+# transcription of `VLMImageProcessor.resize` (`int()` sizes, bicubic, `expand2square` with CLIP's mean) and of
+# `HybridVisionTower`'s in-model resize (`torchvision.transforms.Resize(384, antialias=True)` on a float tensor is
+# `F.interpolate(..., mode="bilinear", antialias=True)`; torchvision is not installed here). Each tower then
+# normalises its own input (`CLIPVisionTower.image_norm`, SigLIP with mean = std = 0.5, as in `clip_encoder.py`'s
+# example config). This measures a difference, it asserts no equality: the rounding shifts the SAM image by a
+# pixel column, and the filter changes the SigLIP input even on the same padded square.
+
+# %%
+def official_resize_size(w: int, h: int, image_size: int = 1024, min_size: int = 14) -> tuple[int, int]:
+    """VLMImageProcessor.resize: (W, H) of the resized image before padding; int() truncates."""
+    m = max(w, h)
+    return max(int(w / m * image_size), min_size), max(int(h / m * image_size), min_size)
+
+
+proc_real = DeepseekVLHybridImageProcessorPil(image_mean=SIGLIP_MEAN, image_std=SIGLIP_STD,
+                                             high_res_image_mean=SAM_MEAN, high_res_image_std=SAM_STD)
+ref_real = proc_real(images=photo, return_tensors="pt")  # SigLIP (1, 3, 384, 384), SAM (1, 3, 1024, 1024)
+w_off = official_resize_size(*photo.size)
+w_hf = (round(photo.width * 1024 / max(photo.size)), round(photo.height * 1024 / max(photo.size)))
+sam_off = pad_square(photo.resize(w_off, Image.Resampling.BICUBIC), tuple(int(c * 255) for c in SAM_MEAN))
+sam_off = normalize(sam_off, SAM_MEAN, SAM_STD)  # (3, 1024, 1024)
+d_sam = (sam_off - ref_real["high_res_pixel_values"][0]).abs()
+sq01 = ref_real["high_res_pixel_values"] * torch.tensor(SAM_STD)[:, None, None] + torch.tensor(SAM_MEAN)[:, None, None]
+lo_off = F.interpolate(sq01, size=(384, 384), mode="bilinear", antialias=True, align_corners=False)  # in the model
+d_lo = ((lo_off - 0.5) / 0.5 - ref_real["pixel_values"]).abs()  # same padded square, two filters
+print(f"SAM image before padding (W x H): official {w_off[0]}x{w_off[1]}, transformers {w_hf[0]}x{w_hf[1]}; "
+      f"SAM pixels differ on {(d_sam.amax(0) > 1e-3).float().mean():.0%} of positions")
+print(f"SigLIP input from the same padded square, bilinear-antialias (official) vs PIL bicubic (transformers): "
+      f"mean |diff| {d_lo.mean():.3f}, max |diff| {d_lo.max():.2f} (normalised units, range [-1, 1])")
 
 # %% [markdown]
 # **(2) The fusion** (derivation 2) vs `DeepseekVLHybridModel.get_image_features` on the same weights and pixels,
@@ -667,8 +756,11 @@ print(f"end-to-end logits (batch 2, left padding) vs DeepseekVLHybridForConditio
 # %% [markdown]
 # **(4) Tiling:** `shared.tiling.best_fit_grid` vs the transcribed official `select_best_resolution` (width first)
 # vs `transformers.image_processing_utils.select_best_resolution` (height first), on the table's sizes and 3,000
-# random sizes from 1 to 6,000 px. Then `split_tiles` vs the official crop loop (`local_view.crop` row by row), eq.
-# (4) vs the layout, and `unfold_merge` vs the official projector.
+# random sizes from 1 to 6,000 px. Then `split_tiles` vs the official crop loop (`local_view.crop` row by row). Then
+# the layout: every token of the stitched local canvas gets its own id, the id canvas is cut into tiles with
+# `split_tiles`, and `vl2_layout` of those tiles must have eq. (4)'s length and read the canvas back row by row,
+# across tile boundaries, with a newline after each row (a layout without the tile-stitching permute fails here on
+# every grid with two or more columns). Last, `unfold_merge` vs the official projector.
 
 # %%
 rng = random.Random(0)
@@ -687,10 +779,17 @@ crops = torch.stack([torch.from_numpy(np.array(canvas.crop((j, i, j + TILE, i + 
 assert torch.equal(crops, tiles)
 print(f"split_tiles == the official crop loop on grace_hopper's {cols}x{rows} canvas: exact")
 
-for c, r in GRIDS:
-    lay = vl2_layout(c, r)
-    assert len(lay) == vl2_tokens(c, r) and int((lay == 0).sum()) == 196 * (1 + c * r)
-print("eq. (4) == the prepare_inputs_embeds layout for all 23 grids; features = 196 x (1 + tiles)")
+for c, r in GRIDS:  # ids: global view 0..195; local token (y, x) of the stitched canvas gets 196 + y * (14c) + x
+    canvas_ids = H_TOK**2 + torch.arange(r * H_TOK * c * H_TOK).reshape(1, r * H_TOK, c * H_TOK)  # (1, 14r, 14c)
+    tile_ids = split_tiles(canvas_ids, H_TOK).reshape(c * r, -1)  # (tiles, 196), cut row by row like the crops
+    seq = vl2_layout(torch.arange(H_TOK**2), tile_ids, c, r)
+    expected = torch.cat([torch.arange(H_TOK**2).reshape(H_TOK, H_TOK), torch.full((H_TOK, 1), NEWLINE)], 1).flatten()
+    expected = torch.cat([expected, torch.tensor([SEPARATOR]),
+                          torch.cat([canvas_ids[0], torch.full((r * H_TOK, 1), NEWLINE)], 1).flatten()])
+    assert len(seq) == vl2_tokens(c, r) and int((seq >= 0).sum()) == 196 * (1 + c * r)
+    assert torch.equal(seq, expected), f"layout of {c}x{r}"
+print("eq. (4) == the prepare_inputs_embeds layout for all 23 grids (features = 196 x (1 + tiles)), and its local part"
+      " reads the canvas back row by row across tile boundaries")
 
 for side in (27, 14, 9):
     x = torch.randn(3, side * side, 8)
@@ -701,11 +800,22 @@ print(f"unfold_merge == official MlpProjector downsample (27x27 odd, 14x14 even,
 # %% [markdown]
 # **Version notes.** (i) `transformers`' `DeepseekVLSamVisionProj` interpolates to `4 * output_size` where the
 # official `sam.py` hard-codes `(96, 96)`; with SigLIP-L/16 at 384, `output_size = 24` and the two agree; they differ
-# only for configs the release never uses. (ii) The library's processor defaults both means to CLIP's (so the
-# SigLIP pad colour is CLIP's mean); the released checkpoints' processor configs set their own values, pass them
-# explicitly as above. (iii) `transformers` 5.23.0 has no DeepSeek-VL2 model; the tiling and token count above are
-# checked against the official repository's code instead, and `select_best_resolution` against `transformers`'
-# LLaVA-NeXT helper, which is the same rule.
+# only for configs the release never uses (exercise 2). (ii) **Preprocessing, official vs `transformers`.** The
+# official pipeline (`VLMImageProcessor` + `HybridVisionTower`) is the one the released weights were trained with,
+# so where the two differ the official one is right. Its size rounding truncates where `transformers` rounds: the
+# two differ by one pixel whenever the scaled short side has a fractional part above one half (grace_hopper:
+# 873.8 -> 873 vs 874, (1b)); a square image or one whose scaled side is nearly an integer is unaffected. Its
+# 1024 -> 384 resize is bilinear with antialiasing on float pixels, inside the model, where `transformers` uses PIL
+# bicubic in the processor: this difference fires on every image (mean |diff| 0.008, max 0.24 on grace_hopper).
+# The checks (1)-(3) above therefore pin the reading to `transformers`, not to the released pipeline. (iii) **The
+# pad colour.** In both pipelines the SigLIP input is a resize of the already padded SAM square, so its padding
+# always has the SAM pad colour: `high_res_image_mean` in `transformers` (CLIP's by default), the processor's
+# `image_mean` officially. `transformers`' `image_mean` only feeds a `pad_to_square` of an already square image (a
+# no-op) and the SigLIP normalisation, so passing `image_mean=(0.5,) * 3` as above changes the normalisation, not
+# the pad colour. The released checkpoints' processor configs set their own values; pass them explicitly. (iv)
+# `transformers` 5.23.0 has no DeepSeek-VL2 model; the tiling and token count above are checked against the
+# official repository's code instead, and `select_best_resolution` against `transformers`' LLaVA-NeXT helper, which
+# is the same rule.
 
 # %% [markdown]
 # ## Reproduction
@@ -863,6 +973,9 @@ for i, name in enumerate(names):
     ax[1].errorbar(i, acc.mean(), acc.std(), color="k", capsize=4, marker="_")
 ax[0].axhline(text_pre.mean(), color="gray", ls="--", label="before the multimodal stage")
 ax[0].set_yscale("log")
+ax[0].set_yticks([1.5, 2, 3, 5, 10])
+ax[0].yaxis.set_major_formatter(FormatStrFormatter("%g"))  # plain 1.5, 2, ... 10 rather than 10^0, 10^1
+ax[0].yaxis.set_minor_formatter(NullFormatter())
 ax[0].set_ylabel("text loss (nats, log scale)")
 ax[0].legend(fontsize=8)
 ax[1].set_ylabel("multimodal accuracy")
@@ -958,8 +1071,11 @@ assert acc0.mean() > acc7.mean() and results["abl: 0% text, LM frozen"][1].mean(
 #
 # 1. A 1280x720 screenshot: which grid does VL2 pick, and how many image tokens does it cost? Compute by hand with
 #    derivation 4, then check in the cell below.
-# 2. Why does DeepSeek-VL interpolate SAM's 64x64 map *up* to 96x96 before two stride-2 convolutions, rather than
-#    one stride-2 conv from 64 (-> 32) or a pooling to 24? (Hint: 64 is not $24 \cdot 2^k$.)
+# 2. Put SigLIP-SO400M/14 at 384 (VL2's encoder, a $27 \times 27$ grid) in place of SigLIP-L/16 in DeepSeek-VL's
+#    hybrid, SAM-B at 1024 unchanged. To which size does `transformers`' `DeepseekVLSamVisionProj` interpolate
+#    SAM's 64x64 map, which grid do the two 3x3 stride-2 convs (padding 1) leave, and would the official `sam.py`,
+#    which hard-codes `(96, 96)`, still line up cell by cell with SigLIP? (Version note (i); output side of one such
+#    conv: $\lfloor (n - 1)/2 \rfloor + 1$.)
 # 3. In the toy, make the text share ramp from 100% to 70% over the first half (the paper's "modality warm-up").
 #    Does it change the final text loss or accuracy at the same sample budget?
 # 4. An LLM layer with MHA of $n_h d_h = 2048$ versus MLA with $d_c = 512$, $d_h^R = 64$: how many KV-cache
@@ -971,6 +1087,21 @@ answer_grid, answer_tokens = None, None  # your answer for exercise 1: (cols, ro
 c, r = best_fit_grid(720, 1280, tile_size=TILE, grids=GRIDS)
 print(f"1280x720 -> grid {c}x{r}, {vl2_tokens(c, r)} tokens; your answer is",
       "right" if (c, r) == answer_grid and vl2_tokens(c, r) == answer_tokens else "not right yet")
+
+# %% [markdown]
+# Exercise 2, checked: the library's module built for a 27-cell grid (8 channels instead of 256: the shapes do not
+# depend on the width), and the official hard-coded path (`sam_downsample` with side 24 interpolates to 96).
+
+# %%
+answer_interp, answer_side, answer_official_side = None, None, None  # your answer for exercise 2
+proj27 = DeepseekVLSamVisionProj(type("Cfg", (), {"output_channels": 8})(), output_size=384 // 14)
+with torch.no_grad():
+    neck = torch.randn(1, 8, 64, 64)  # SAM-B's 64 x 64 neck map at 1024 px, 8 channels here
+    side_lib = proj27(neck).shape[-1]
+    side_official = sam_downsample(neck, proj27.conv1.weight, proj27.conv2.weight, 24).shape[-1]  # (96, 96) path
+print(f"transformers: 64 -> {4 * 27} -> {side_lib} (SigLIP-SO400M: 27); official sam.py: 64 -> 96 -> {side_official}"
+      f" -> no cell-by-cell match; your answer is",
+      "right" if (answer_interp, answer_side, answer_official_side) == (4 * 27, side_lib, side_official) else "not right yet")
 
 # %% [markdown]
 # Exercise 3, checked: the warm-up arm (text share from 100% down to 70% over the first 200 steps, then 70%)
@@ -1026,10 +1157,13 @@ print(f"ratio {mb['MHA'] / mb['MLA']:.2f}x; your answer is",
 #   (variants, MHA vs MLA), §3.2 (70% VL / 30% text), §4.1 and Table 2 (stages, what is frozen), Table 3
 #   (OCRBench), §5.1 footnote 2 (InfoVQA evaluated with $mn \le 18$).
 # - Official code: [deepseek-ai/DeepSeek-VL](https://github.com/deepseek-ai/DeepSeek-VL) at `681bffb`
-#   (`deepseek_vl/models/clip_encoder.py` `HybridVisionTower`, `sam.py`, `projector.py` `MlpProjector`);
+#   (`deepseek_vl/models/image_processing_vlm.py` `VLMImageProcessor.resize`, `expand2square`;
+#   `clip_encoder.py` `HybridVisionTower` (`freeze_high`, the in-model `Resize`); `sam.py` `ImageEncoderViT`
+#   (`downsamples`, `neck_hd`, `hd_alpha_downsamples`); `projector.py` `MlpProjector`; README, sequence lengths);
 #   [deepseek-ai/DeepSeek-VL2](https://github.com/deepseek-ai/DeepSeek-VL2) at `ef9f91e`
 #   (`deepseek_vl2/models/processing_deepseek_vl_v2.py` `select_best_resolution`, `tokenize_with_images`;
-#   `modeling_deepseek_vl_v2.py` `MlpProjector`, `prepare_inputs_embeds`; `configuration_deepseek.py` `use_mla`).
+#   `modeling_deepseek_vl_v2.py` `MlpProjector`, `prepare_inputs_embeds`; `configuration_deepseek.py` `use_mla`;
+#   README, sequence lengths and GPU memory notes).
 # - Reference implementation: `transformers` 5.23.0, `transformers.models.deepseek_vl` (SigLIP only, the 1.3B) and
 #   `transformers.models.deepseek_vl_hybrid`
 #   (`DeepseekVLHybridForConditionalGeneration`, `DeepseekVLHybridModel.get_image_features`,
@@ -1037,3 +1171,12 @@ print(f"ratio {mb['MHA'] / mb['MLA']:.2f}x; your answer is",
 # - Course code: `shared.tiling` (`tile_grids`, `best_fit_grid`, `split_tiles`, `unfold_merge`), tested in `tests/test_tiling.py`.
 # - Zhai et al., *Sigmoid Loss for Language Image Pre-Training*, arXiv:2303.15343; Kirillov et al., *Segment
 #   Anything*, arXiv:2304.02643.
+# - After this line: DeepSeek-OCR, arXiv:2510.18234, official code
+#   [deepseek-ai/DeepSeek-OCR](https://github.com/deepseek-ai/DeepSeek-OCR) (`DeepSeek-OCR-master/DeepSeek-OCR-vllm/
+#   deepencoder/sam_vary_sdpa.py` `net_2`, `net_3`; `clip_sdpa.py` `build_clip_l`); `transformers` 5.23.0
+#   `transformers.models.deepseek_ocr2` (`DeepseekOcr2SamVisionProj`, `DeepseekOcr2VisionModel`); Janus,
+#   arXiv:2410.13848, and Janus-Pro, arXiv:2501.17811 (`transformers.models.janus`, `JanusVisionConfig`).
+# - Paper numbers not re-checked against the paper text in the latest revision (neither paper was reachable then;
+#   they were read from the texts named above when the reading was written): Table 10 of 2403.05525 (adaptor
+#   averages), the 60%:40% of its Figures 8-9; "DeepSeekMoE-3B, 0.57B activated", the 0.1 learning-rate multiplier
+#   of Table 2 and the InfoVQA $mn \le 18$ of footnote 2 in 2412.10302.
