@@ -158,7 +158,9 @@ print("torch", torch.__version__, "| transformers", transformers.__version__)
 # 1024 (`net_2`, `net_3` in `deepencoder/sam_vary_sdpa.py` of deepseek-ai/DeepSeek-OCR, the block of DeepSeek-VL's
 # `downsamples` without the interpolation to 96, so 64x64 -> 16x16 = 256 tokens), now feeding a CLIP-L
 # (`build_clip_l`, 24 layers of width 1024, whose `forward(x, patch_embeds)` takes the SAM tokens as its patch
-# embeddings): in series, not concatenated beside it. `transformers` 5.23.0
+# embeddings), and then CLIP-L's output (CLS dropped) is concatenated channel-wise with the SAM tokens (1024 +
+# 1024 = 2048 channels) before a linear projector (`input_dim` 2048 to `n_embed` 1280): in series *and*
+# concatenated, DeepSeek-VL's channel join again. `transformers` 5.23.0
 # ships its successor as `deepseek_ocr2` (checkpoint `deepseek-community/DeepSeek-OCR-2`): SAM ViT-B, the same two
 # stride-2 convs (256 -> 512 -> 896, `DeepseekOcr2SamVisionProj`), then a small Qwen2-style encoder with learned
 # queries instead of CLIP. DeepSeek's unified understanding-and-generation models Janus (arXiv 2410.13848) and
@@ -647,14 +649,14 @@ print("27x27 patches ->", tuple(merged.shape[1:3]), "=", merged.shape[1] * merge
 #   tokens. A 4000x300 strip keeps a content band of $\lfloor 300/4000 \cdot 1024 \rfloor = 76$ px for SAM and about
 #   28 px for SigLIP; the rest of the square is padding. VL2 gives the same strip 9x1 tiles (table (f)).
 # - **DeepSeek-VL2: the caps of the release.** The released `candidate_resolutions` ($mn \le 9$) cap the kept
-#   resolution at 1152x1152 (3x3) or 3456x384 (9x1); larger images are downscaled to fit. With three or more images
+#   resolution at 9 tiles of 384 px (e.g. 1152x1152 as 3x3, 3456x384 as 9x1); larger images are downscaled to fit. With three or more images
 #   tiling is off and each image is read at 384 px (421 tokens).
 # - **Context.** Both READMEs list a sequence length of 4,096 for every released model. Two photos at VL2's cap take
 #   $2 \cdot 2{,}017 = 4{,}034$ of them; that is likely why the processor stops tiling beyond two images (the
 #   reading's inference: the paper states the rule, not its reason).
 # - **MoE memory.** Memory follows the total parameters, not the activated ones. The VL2 README: "You may need 80GB
 #   GPU memory to run this script with deepseek-vl2-small" (16.1B total, 2.4B activated), 40 GB with incremental
-#   prefilling (`chunk_size=512`); only DeepSeek-VL2-Tiny (3.37B total) "can be run on a single GPU < 40GB".
+#   prefilling (`chunk_size=512`, on a 40 GB A100); DeepSeek-VL2-Tiny (3.37B total) "can be run on a single GPU < 40GB".
 
 # %% [markdown]
 # ## Check against a reference
@@ -803,7 +805,8 @@ print(f"unfold_merge == official MlpProjector downsample (27x27 odd, 14x14 even,
 # only for configs the release never uses (exercise 2). (ii) **Preprocessing, official vs `transformers`.** The
 # official pipeline (`VLMImageProcessor` + `HybridVisionTower`) is the one the released weights were trained with,
 # so where the two differ the official one is right. Its size rounding truncates where `transformers` rounds: the
-# two differ by one pixel whenever the scaled short side has a fractional part above one half (grace_hopper:
+# two differ by one pixel whenever the scaled short side has a fractional part above one half, or exactly one half with an odd integer part (Python's `round` goes to the
+# even neighbour; grace_hopper:
 # 873.8 -> 873 vs 874, (1b)); a square image or one whose scaled side is nearly an integer is unaffected. Its
 # 1024 -> 384 resize is bilinear with antialiasing on float pixels, inside the model, where `transformers` uses PIL
 # bicubic in the processor: this difference fires on every image (mean |diff| 0.008, max 0.24 on grace_hopper).
