@@ -807,7 +807,7 @@ print(f"unfold_merge == official MlpProjector downsample (27x27 odd, 14x14 even,
 # so where the two differ the official one is right. Its size rounding truncates where `transformers` rounds: the
 # two differ by one pixel whenever the scaled short side has a fractional part above one half, or exactly one half with an odd integer part (Python's `round` goes to the
 # even neighbour; grace_hopper:
-# 873.8 -> 873 vs 874, (1b)); a square image or one whose scaled side is nearly an integer is unaffected. Its
+# 873.8 -> 873 vs 874, (1b)); a square image, or one whose scaled side has a fractional part below one half, is unaffected. Its
 # 1024 -> 384 resize is bilinear with antialiasing on float pixels, inside the model, where `transformers` uses PIL
 # bicubic in the processor: this difference fires on every image (mean |diff| 0.008, max 0.24 on grace_hopper).
 # The checks (1)-(3) above therefore pin the reading to `transformers`, not to the released pipeline. (iii) **The
