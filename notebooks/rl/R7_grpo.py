@@ -51,7 +51,7 @@
 # evaluation; no RL code) · [sail-sg/understand-r1-zero](https://github.com/sail-sg/understand-r1-zero) ·
 # [BytedTsinghua-SIA/DAPO](https://github.com/BytedTsinghua-SIA/DAPO) (project; its training code is `recipe/dapo` in [volcengine/verl](https://github.com/volcengine/verl))
 #
-# **Prerequisites:** [R4 · PPO](../../docs/syllabus.md#r4) (clipped surrogate, the learned critic, GAE; being written) and [R6 · DPO](../../docs/syllabus.md#r6)
+# **Prerequisites:** [R4 · PPO](R4_ppo.ipynb) (clipped surrogate, the learned critic, GAE) and [R6 · DPO](../../docs/syllabus.md#r6)
 # (the reference policy and the KL to it; not yet written: its syllabus entry)
 #
 # **CPU run time:** 31 s on a 2-core CPU (measured by `make run`, which rewrites this number)
