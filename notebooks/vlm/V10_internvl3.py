@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 59
+#     cpu_seconds: 50
 #     id: V10
 #     papers:
 #     - arxiv: '2504.10479'
@@ -17,7 +17,7 @@
 #         Mixed Preference Optimization
 #       version: v1
 #     part: vlm
-#     peak_memory_mb: 1358
+#     peak_memory_mb: 1405
 #     prerequisites:
 #     - V6
 #     - V9
@@ -53,9 +53,9 @@
 # [V9 · DeepSeek-VL](V9_deepseek_vl.ipynb) (dynamic tiling, pixel-shuffle-style merges, keeping text in the mix).
 # Next: [V11 · InternVL3.5](V11_internvl3_5.ipynb) (Cascade RL = MPO then GSPO). R9 · MPO is not yet written.
 #
-# **CPU run time:** 59 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 50 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 1358 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 1405 MB (the kernel's peak resident memory, measured by `make run`)
 #
 # > **What I could and could not verify.** The full text of arXiv 2504.10479 and 2412.09616 was not readable with
 # > this course's offline tools. Verified: the InternVL3 abstract (its words and the 72.2 MMMU of InternVL3-78B), the
@@ -79,15 +79,15 @@
 #   non-unit id steps as packed sequences (1,793 fake sequences here) and silently changes the logits; pass a mask.
 # - **MPO** (post-training): $0.8\,$DPO $+ 0.2\,$BCO-pair $+ 1\,$SFT (InternVL3 script), derived and checked from
 #   scratch against `trl` 1.16's `DPOTrainer` loss; BCO shift $\delta = 0$ here, a running mean in InternVL's trainer.
-# - **Toy (8 seeds, matched budget, 32 models trained at once):** a key-value recall across "visual" blocks, trained
-#   at 4 visual tokens per block, tested at 16 and 32: standard ids 0.45 / 0.16 (chance 0.125), $\delta = 1/16$
-#   0.64 / 0.58, ahead on 7/8 and 8/8 seeds; $\delta = 1/4$ in between; random $\delta$ per image (V2PE's recipe)
-#   0.53 / 0.49. At the training length small and random $\delta$ learned more slowly (0.66 and 0.50 vs 0.90).
-#   **But two test-time controls on the same standard-id models, with no extra training, do better still:**
-#   position interpolation gives about 0.86 / 0.76, and compressing only the visual ids at test about 0.90 / 0.87.
-#   The toy's visual tokens carry no information, so any compression that keeps the text distances in the trained
-#   range solves it. The toy shows the positional-range mechanism V2PE exploits, not that training with V2PE beats
-#   test-time interpolation (the V2PE repository evaluates such baselines; that comparison is not reproduced here).
+# - **Toy, V2PE ids vs standard ids (8 seeds, matched budget, 32 models trained at once):** key-value recall across
+#   "visual" blocks, trained at 4 visual tokens per block, tested at 16 and 32: standard ids 0.45 / 0.16 (chance
+#   0.125), $\delta = 1/16$ 0.64 / 0.58 (ahead on 7/8 and 8/8 seeds), $\delta = 1/4$ in between, a cut-down
+#   `v2pe_rnd` (random $\delta \geq 1/16$ per image) 0.53 / 0.49. At the training length small and random $\delta$
+#   learned more slowly (0.66 and 0.50 vs 0.90).
+# - **Toy, the test-time controls:** on the same standard-id models, with no extra training, position interpolation
+#   gives about 0.86 / 0.76 and compressing only the visual ids about 0.90 / 0.87, better than every V2PE-trained arm.
+#   The toy's visual tokens carry no information, so it shows the positional-range mechanism V2PE exploits, not that
+#   training with V2PE beats test-time interpolation (the V2PE repository evaluates such baselines; not reproduced).
 # - **Limitation:** native pre-training is explained, not reproduced (no toy of it here).
 
 # %% [markdown]
@@ -98,7 +98,8 @@
 # - **切片与 token：**按最接近宽高比的网格切成 448 切片（1-12 片，多于一片时再加一张 448 缩略图）；pixel shuffle 把 InternViT 的 32x32 = 1024 个 patch 折成**每片 256 个 token**；均与 `transformers` 对照（`get_optimal_tiled_canvas`、`InternVLModel.pixel_shuffle`、一个小模型端到端前向）。
 # - **V2PE 与 `transformers`：**把本篇的分数位置编号送入小型 `InternVLForConditionalGeneration`，与我们自己的前向一致；**陷阱：**若不传 `attention_mask` 且 `use_cache=False`，`transformers` 5.23 会把步长不为 1 的位置编号当作拼接（packed）序列（此处出现 1,793 个假序列），输出被悄悄改变；务必传入 mask。
 # - **MPO（后训练）：**$0.8\,$DPO $+ 0.2\,$BCO-pair $+ 1\,$SFT（InternVL3 官方脚本），逐项推导，并与 `trl` 1.16 `DPOTrainer` 的损失逐项核对；本篇 BCO 平移量 $\delta = 0$，InternVL 的训练器用奖励的滑动均值。
-# - **小实验（8 个种子，预算相同，32 个模型一次并行训练）：**在"视觉块"之间做键值检索，训练时每块 4 个视觉 token，测试时 16 与 32 个：标准位置编号为 0.45 / 0.16（随机猜为 0.125），$\delta = 1/16$ 为 0.64 / 0.58，分别在 7/8 与 8/8 个种子上更好；$\delta = 1/4$ 居中；按图像随机抽取 $\delta$（V2PE 的训练方案）为 0.53 / 0.49。在训练长度上小 $\delta$ 与随机 $\delta$ 学得更慢（0.66 与 0.50 对 0.90）。**但在同一批标准位置编号训练的模型上，只在测试时改位置编号（不再训练）的两个对照更好：**位置插值（PI）约 0.86 / 0.76，只压缩视觉 token 的编号约 0.90 / 0.87。这个小实验里视觉 token 不含信息，所以任何让文本距离留在训练范围内的压缩都能解决它；它展示的是 V2PE 利用的位置范围机制，而不能说明用 V2PE 训练胜过测试时插值（V2PE 仓库评测了插值基线，本篇未复现那一比较）。
+# - **小实验之一，V2PE 位置编号对标准编号（8 个种子，预算相同，32 个模型一次并行训练）：**在"视觉块"之间做键值检索，训练时每块 4 个视觉 token，测试时 16 与 32 个：标准位置编号为 0.45 / 0.16（随机猜为 0.125），$\delta = 1/16$ 为 0.64 / 0.58（分别在 7/8 与 8/8 个种子上更好），$\delta = 1/4$ 居中，简化版 `v2pe_rnd`（按图像随机抽取 $\delta \geq 1/16$）为 0.53 / 0.49。在训练长度上小 $\delta$ 与随机 $\delta$ 学得更慢（0.66 与 0.50 对 0.90）。
+# - **小实验之二，测试时对照：**在同一批标准位置编号训练的模型上、不再训练，位置插值（PI）约 0.86 / 0.76，只压缩视觉 token 的编号约 0.90 / 0.87，均好于所有用 V2PE 训练的组。这个小实验里视觉 token 不含信息，所以它展示的是 V2PE 利用的位置范围机制，而不能说明用 V2PE 训练胜过测试时插值（V2PE 仓库评测了插值基线，本篇未复现）。
 # - **局限：**原生预训练只做讲解，未复现（本篇没有它的小实验）。
 
 # %% [markdown]
@@ -166,14 +167,18 @@ print("torch", torch.__version__, "| transformers", transformers.__version__)
 # phase with a native multimodal pre-training process." Result: "performance on most benchmarks that is comparable to
 # the fully multi-stage-trained InternVL2-8B baseline", and further gains after instruction tuning on higher-quality
 # data. The per-benchmark numbers are in a figure I could not read (not verified); so the verified claim is
-# "comparable or better with one stage", not a specific margin.
+# "comparable or better with one stage", not a specific margin. **Native pre-training is explained, not reproduced
+# here:** this reading runs no toy of it (the Reproduction states the objective and points to V9's closest toy).
 #
 # **Architecture** (abstract: the InternVL "ViT-MLP-LLM" family; the official code and `transformers`' `InternVL`
 # classes): an InternViT encoder (300M or 6B; which model size uses which is on the model cards, not verified here)
 # reads 448x448 tiles with 14x14 patches; pixel shuffle folds 2x2 patches into one token; a 2-layer MLP projects to
 # the LLM (Qwen2.5 or InternLM3 per the model cards, not verified against the paper's table). Because the
-# pre-training is one stage, the LLM is trained from the start on text and multimodal data together; the abstract
-# gives no data ratio, and the ratio I have seen quoted secondhand is not verified.
+# pre-training is one stage, the LLM is trained from the start on text and multimodal data together.
+#
+# **Data scale (not verified against the PDF; the abstract gives no numbers).** As recalled secondhand, not read:
+# about 200B pre-training tokens at text : multimodal $\approx$ 1 : 3, about 21.7M SFT samples and about 300K MPO
+# samples. Treat these as orders of magnitude to check, not as figures of the paper.
 #
 # **Lineage.** Tiling + pixel shuffle come from InternVL 1.5 ([arXiv:2404.16821](https://arxiv.org/abs/2404.16821));
 # MPO from InternVL2.5-MPO ([arXiv:2411.10442](https://arxiv.org/abs/2411.10442)); V2PE from its own paper
@@ -340,6 +345,53 @@ print(f"arange with step 0.1 for 100 tokens: {len(bad) - 1} ids after [1:] (expe
 assert len(bad) - 1 == 101
 small_layout = torch.tensor([False] * 2 + [True] * 8 + [False] * 2)  # text, text, 8 visual, text, text
 print("walkthrough, 2 text + 8 visual + 2 text at delta 1/4:", v2pe_position_ids(small_layout, 0.25).tolist())
+
+# %% [markdown]
+# **The multi-image path, against the official loop.** The check above is one image. InternVL's use case is many
+# images per row, with different tile counts, and a batch is left-padded. Below, `official_get_rope_pos_id` is the
+# `v2pe_fix` branch of `get_rope_pos_id` transcribed from OpenGVLab/V2PE `f96f189`,
+# `internvl/model/internvl_chat/modeling_internvl_chat.py` L637-709: the text run before each `<img>` is
+# `attention_mask.cumsum - 1` with pads `masked_fill_`ed to 1 (L659-660), each image is the `arange` of L667 with
+# `num_tiles` as a per-image list, text resumes after `ceil` (L669), and the tail is the same cumsum (L696-698).
+# It is compared with `v2pe_position_ids` on rows of 2-3 images (tiles 3/1/7 and 2/5) with 4 left pads.
+
+# %%
+def official_get_rope_pos_id(input_ids, attention_mask, num_tiles, stride, start_id, end_id, num_image_token=256):
+    """OpenGVLab/V2PE get_rope_pos_id, version 'v2pe_fix', one row (transcribed; the 'default'/'v2pe_rnd' arms cut)."""
+    starts = torch.where(input_ids == start_id)[0]
+    out, last, start = [], -1, 0
+    for i in range(len(starts)):
+        pre = attention_mask[start:starts[i] + 1].long().cumsum(-1) - 1 + (last + 1)
+        pre.masked_fill_(attention_mask[start:starts[i] + 1] == 0, 1)
+        out.append(pre)
+        last = pre[-1].long()
+        small = stride / num_image_token
+        img = torch.arange(last, last + small * (num_image_token * num_tiles[i] + 1), small)[1:].to(torch.float32)
+        out.append(img)
+        last = torch.ceil(img[-1]).long()
+        start = starts[i] + num_tiles[i] * num_image_token + 1
+        assert input_ids[start] == end_id
+    post = attention_mask[start:].long().cumsum(-1) - 1 + (last + 1)
+    post.masked_fill_(attention_mask[start:] == 0, 1)
+    out.append(post)
+    return torch.cat(out).to(torch.float32)
+
+
+IMG_S, IMG_E, IMG_C, N_PAD = 251, 252, 250, 4  # <img>, </img>, image-context token ids; left pads
+worst_multi = 0.0
+for stride in (1, 16, 64):
+    for tiles in ([3, 1, 7], [2, 5]):
+        ids = [5, 6]
+        for t in tiles:
+            ids += [IMG_S] + [IMG_C] * (256 * t) + [IMG_E] + [7, 8, 9]
+        row = torch.tensor([0] * N_PAD + ids)
+        mask = torch.tensor([0] * N_PAD + [1] * len(ids))
+        ref = official_get_rope_pos_id(row, mask, tiles, stride, IMG_S, IMG_E)
+        ours = torch.ones(len(row))  # pads get id 1, as masked_fill_ does
+        ours[N_PAD:] = v2pe_position_ids(torch.tensor(ids) == IMG_C, stride / 256).float()
+        worst_multi = max(worst_multi, assert_close(ours, ref, atol=1e-6, name=f"multi-image stride {stride}"))
+print(f"2-3 images (tiles 3/1/7 and 2/5), 4 left pads, strides 1/16/64: ours vs official v2pe_fix loop "
+      f"{error_bound(worst_multi)}; last id at stride 64, tiles 2/5: {ref[-1].item():.0f} (2 + 128, ceil, +5 text, +320, +4 text)")
 
 # %% [markdown]
 # ## Walkthrough
@@ -636,8 +688,12 @@ assert abs(dpo0.item() - math.log(2)) < 1e-12 and abs(bco0.item() - 2 * math.log
 # transformer with RoPE (width 32) trains for 400 steps x 16 sequences at $n = 4$ (19 tokens) and is tested at
 # $n = 4$, $16$ and $32$ (4x and 8x the visual tokens). **Only the position-id rule changes between arms**: the same
 # model, initial weights per seed, data stream, steps and optimiser; standard ids ($\delta = 1$), $\delta = 1/4$,
-# $1/16$ (the ablation of $\delta$), and V2PE's own training recipe (`v2pe_rnd`): a random $\delta \in \{1, 1/2, 1/4,
-# 1/8, 1/16\}$ drawn **per image** (per visual block) at every step, tested at $\delta = 1/16$. 8 seeds.
+# $1/16$ (the ablation of $\delta$), and **a cut-down version of V2PE's training recipe `v2pe_rnd`**: a random
+# $\delta \in \{1, 1/2, 1/4, 1/8, 1/16\}$ (the official `random_from = [1, 2, ..., 256]` goes down to $1/256$), one
+# per visual block, drawn afresh every step and **shared by the 16 sequences of a batch**; the official code draws
+# per image *of each sample* (`random.choice` inside the per-image loop of `get_rope_pos_id`, called once per sample:
+# `modeling_internvl_chat.py` L655/L672-673; the training dataset's copy, `internvl_chat_finetune.py` L569/L588,
+# is called per sample at L544). Tested at $\delta = 1/16$. 8 seeds.
 #
 # `ToyLM` is the model, written for one sequence batch; `train_arm` trains one of them. The 32 runs (4 arms x 8
 # seeds) are trained **at once** instead: `torch.func.stack_module_state` stacks the 32 models' parameters on a
@@ -719,7 +775,7 @@ ARM_SHORT = ["delta 1", "1/4", "1/16", "random", "std+PI", "std, vis 4/n"]  # + 
 
 
 def draw_delta(train_delta, gd: torch.Generator) -> float | tuple:
-    """Fixed arms: the delta. Random arm (v2pe_rnd): one delta per image (visual block), drawn afresh every step."""
+    """Fixed arms: the delta. Random arm (cut-down v2pe_rnd): one delta per visual block, per step, shared by the batch."""
     if train_delta != "random":
         return train_delta
     return tuple(RANDOM_DELTAS[int(i)] for i in torch.randint(0, len(RANDOM_DELTAS), (P_PAIRS,), generator=gd))
@@ -740,6 +796,21 @@ def train_arm(seed: int, train_delta, steps: int = STEPS) -> ToyLM:
         opt.step()
     return net
 
+
+# %% [markdown]
+# The toy's `rope` against the library: `transformers`' Qwen2 `apply_rotary_pos_emb` (the same half-split
+# convention) with cos/sin built from base 100 at real-valued positions.
+
+# %%
+from transformers.models.qwen2.modeling_qwen2 import apply_rotary_pos_emb
+
+x_r = torch.randn(2, HEADS, 10, D_MODEL // HEADS, generator=torch.Generator().manual_seed(11))
+pos_r = (torch.rand(10, generator=torch.Generator().manual_seed(12)) * 3).cumsum(0)  # fractional, increasing
+inv_freq = 1.0 / (100.0 ** (torch.arange(0, D_MODEL // HEADS, 2).float() / (D_MODEL // HEADS)))
+emb_r = torch.cat([pos_r[:, None] * inv_freq] * 2, -1)
+q_lib, _ = apply_rotary_pos_emb(x_r, x_r, emb_r.cos()[None], emb_r.sin()[None])
+e_rope = assert_close(rope(x_r, pos_r), q_lib, atol=1e-5, name="toy rope vs transformers apply_rotary_pos_emb")
+print(f"toy rope vs transformers' apply_rotary_pos_emb (base 100, fractional positions): {error_bound(e_rope)}")
 
 # %% [markdown]
 # The stacked version. Two exact shortcuts, both checked against `ToyLM` below: a LayerNorm's scale and shift are
@@ -948,7 +1019,7 @@ plt.show()
 # the answer depend on the visual tokens, for example the k-th visual token of a block. Then squeezing the text or the
 # visual ids at test time on a model that never saw them should hurt. That toy is not run here.
 #
-# **The random-$\delta$ arm** (V2PE's `v2pe_rnd` recipe, tested at $1/16$) is flat in $n$ like fixed $1/16$ (0.50,
+# **The random-$\delta$ arm** (the cut-down `v2pe_rnd`: $\delta \geq 1/16$, per batch; tested at $1/16$) is flat in $n$ like fixed $1/16$ (0.50,
 # 0.53, 0.49) and far above standard ids at 8x (ahead on 8/8 seeds), but in this budget it learned the slowest of all (1 of 8 seeds above
 # 0.9 at n = 4) and is below fixed $1/16$ on average at every $n$: training on a mix of $\delta$ costs steps here. The
 # paper's reason for it, choosing $\delta$ at test time for each context length, is not something a toy trained at
@@ -961,15 +1032,17 @@ plt.show()
 # to them). Only one budget is run here (400 steps x 16 sequences); whether the ranking holds at other budgets
 # is not shown by this notebook. Caveats: in this toy the visual tokens carry no information, so
 # the cost of small $\delta$ (visual tokens that are positionally nearly indistinguishable) can only show as the
-# slower learning above, and the paper's gains are on real long-context benchmarks at 2B-78B scale, which a
-# 19k-parameter model cannot speak to.
+# slower learning above, and the paper's gains are on real long-context benchmarks with InternVL3 at 1B-78B (V2PE's
+# own experiments are at a smaller scale; the model is not verified here), which a 19k-parameter model cannot speak to.
 #
 # **Native pre-training vs adapter-first: explained, not reproduced.** This reading runs no toy of it (the CPU
 # budget went to the V2PE forward, the MPO check and the random-$\delta$ arm). The objective, stated: next-token
 # prediction with the loss on text tokens only (visual tokens are conditioning, $\mathcal L = -\sum_{t \in
 # \text{text}} w_t \log p_\theta(x_t \mid x_{<t})$), every module (ViT, MLP, LLM) trainable from the start, on a
-# mixture of pure-text and multimodal sequences. The token weights $w_t$: InternVL2.5 documents "square averaging"
-# ($w \propto 1/l^{0.5}$ for a sample of $l$ tokens, `internvl_chat/README.md`); that InternVL3's native stage uses
+# mixture of pure-text and multimodal sequences. The token weights $w_t$: InternVL2.5's `internvl_chat/README.md`
+# (L91) names "square averaging"; the formula is in the code, `len2weight` in
+# `internvl_chat/internvl/train/internvl_chat_finetune.py` L786-794 (OpenGVLab/InternVL `2410d1d`):
+# `loss_reduction == 'square'` gives $w = 1/l^{0.5}$ for a sample of $l$ tokens. That InternVL3's native stage uses
 # it too is not verified here. [V9](V9_deepseek_vl.ipynb) runs the closest toy (keeping text in the multimodal
 # stage prevents forgetting, 8 seeds). The paper's evidence is the InternVL2-8B ablation quoted in The problem
 # ("comparable" on most benchmarks, better after instruction tuning); its numbers are in a figure I could not read.
@@ -1129,6 +1202,33 @@ assert abs(v2pe_position_ids(torch.ones(7 * 256, dtype=torch.bool), 1 / 16)[-1].
 if answer_2 is not None:
     print("correct" if tuple(answer_2) == expected_2 else f"not quite: {expected_2}")
 print("candidate grids with at most 12 tiles:", len(tile_grids(1, 12)))
+
+# %% [markdown]
+# Starters for Exercises 3 and 4 (off by default: each is a new training run of about the Reproduction's cost).
+
+# %%
+RUN_EXERCISE_3 = False  # Exercise 3: the standard-id arm trained at n = 16 directly
+if RUN_EXERCISE_3:
+    N_TRAIN = 16  # train_stacked reads this global
+    P_ex3 = train_stacked({"standard ids (delta 1)": ARMS["standard ids (delta 1)"]}, SEEDS)
+    seq, is_vis, y = tests[16]
+    with torch.no_grad():
+        pred = stacked_forward(P_ex3, seq.expand(SEEDS, -1, -1), pos_ids(is_vis, 1.0).expand(SEEDS, -1)).argmax(-1)
+    print("trained at n = 16, tested at n = 16:", (pred == y).double().mean(1))
+    N_TRAIN = 4
+
+
+def toy_batch_visual(n: int, n_vis: int, g: torch.Generator):
+    """Exercise 4: as toy_batch, but the target is the first visual token of the queried key's block."""
+    seq, is_vis, _ = toy_batch(n, n_vis, g)
+    blocks = seq[:, :-1].reshape(n, P_PAIRS, 2 + n_vis)
+    qi = (blocks[:, :, 0] == seq[:, -1:]).float().argmax(1)  # which pair the query key names
+    return seq, is_vis, blocks[torch.arange(n), qi, 2]
+
+
+seq_e4, _, y_e4 = toy_batch_visual(4, 5, torch.Generator().manual_seed(0))
+assert ((y_e4 >= NK + NV) & (y_e4 < V_TOY)).all()  # targets are visual tokens; the head already covers them
+print("Exercise 4 starter: targets", y_e4.tolist(), "| to train, set toy_batch = toy_batch_visual and rerun")
 
 # %% [markdown]
 # ## References
