@@ -201,7 +201,7 @@ def show(mdp, v):
     """Print a per-state vector on the grid (walls as ###)."""
     out = np.full(mdp["shape"], "  ### ", dtype=object)
     for k, c in enumerate(mdp["cells"]):
-        out[c] = f"{v[k]:6.3f}" if not isinstance(v[k], str) else f"{v[k]:>6}"
+        out[c] = f"{round(float(v[k]), 3) + 0.0:6.3f}" if not isinstance(v[k], str) else f"{v[k]:>6}"
     print("\n".join(" ".join(row) for row in out))
 
 

@@ -1179,12 +1179,12 @@ for i, name in (
 # %%
 m = {k: v.nanmean(1) for k, v in log_main.items()}  # (updates,) mean over the 8 seeds
 assert abs(m["entropy"][0] - math.log(2)) < 0.01  # the 0.01-gain policy head starts near uniform
-assert m["approx_kl"].max() < 0.02 and m["clipfrac"].max() < 0.3  # small steps all along
+assert m["approx_kl"].max() < 0.05 and m["clipfrac"].max() < 0.3  # below the warning signs above, all along
 assert m["entropy"][-1] < 0.5 * m["entropy"][0]  # the policy commits
 assert m["return"][-1] > 475  # CartPole-v1's own "solved" threshold (gymnasium's reward_threshold)
 assert kl_max["no ratio clip (eq. 6)"] > 5 * kl_max["PPO (main)"]  # without the clip the steps are far larger
 print(
-    "healthy-run asserts hold: entropy starts at ln 2 and halves, mean approx KL < 0.02, clip fraction < 0.3,"
+    "healthy-run asserts hold: entropy starts at ln 2 and halves, mean approx KL < 0.05, clip fraction < 0.3,"
     " last-episode return > 475; without the clip the largest KL is > 5x the main run's"
 )
 
