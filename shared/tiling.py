@@ -72,7 +72,9 @@ def closest_ratio_grid(
     For the grids of :func:`tile_grids` in order: keep the one with the smallest
     ``|width / height - cols / rows|``; when a later grid ties, take it if the image's area exceeds half the
     grid's, ``height * width > 0.5 * tile_size**2 * cols * rows`` (a bigger grid only when the image has the
-    pixels to fill it). Defaults are InternVL's ``dynamic_preprocess`` (448-pixel tiles, 1 to 12 tiles).
+    pixels to fill it). Defaults: 448-pixel tiles and 1 to 12 tiles, the setting of the InternVL3 training scripts
+    (``--max_dynamic_patch 12``) and of ``transformers``' ``max_patches``; InternVL's ``dynamic_preprocess`` function
+    itself defaults to ``max_num=6``.
     Equal to ``transformers.models.got_ocr2.image_processing_got_ocr2.get_optimal_tiled_canvas``.
     """
     height, width = _check_size(height, width)
