@@ -182,7 +182,7 @@ print("torch", torch.__version__, "| transformers", transformers.__version__)
 # | stage 1 | **MLP warm-up**: "only the MLP projector is trained while the vision encoder and language model are frozen" (L71) | **native multimodal pre-training**, the only pre-training stage: "diverse multimodal data and pure-text corpora" together (abstract) |
 # | stage 1.5 | optional **ViT incremental learning**, ViT + MLP on stage-1 data (L73) | none |
 # | stage 2 | **full-model instruction tuning** (L75) | **SFT** (the `-Pretrained` cards: "has undergone native multimodal pre-trainin [sic] but has not undergone post-training (i.e., SFT and MPO)") |
-# | preference stage | none in this pipeline; MPO came as the separate InternVL2.5-MPO models (2411.10442) | **MPO** on MMPR-v1.2 (`shell/internvl3.0/mpo/internvl3_8b_mpo.sh` L40) |
+# | preference stage | none in this pipeline; MPO (2411.10442) was introduced with InternVL2-8B-MPO (`README.md` L50, 2024/11/14) and then applied to the separate InternVL2.5-MPO models (L47, 2024/12/20) | **MPO** on MMPR-v1.2 (`shell/internvl3.0/mpo/internvl3_8b_mpo.sh` L40) |
 # | test time | none | **Best-of-N with the VisualPRM reward model** (`README.md` L45: "Multimodal Test-Time Scaling", 2503.10291) |
 #
 # So "native" does **not** mean training the LLM from scratch. The model cards say so outright: "we compare InternVL3
@@ -212,8 +212,13 @@ print("torch", torch.__version__, "| transformers", transformers.__version__)
 # | InternVL3-9B | InternViT-300M-448px-V2_5 | internlm3-8b-instruct |
 # | InternVL3-38B / 78B | InternViT-6B-448px-V2_5 | Qwen2.5-32B / 72B (base) |
 #
-# **Lineage.** Tiling + pixel shuffle come from InternVL 1.5 ([arXiv:2404.16821](https://arxiv.org/abs/2404.16821));
-# MPO from InternVL2.5-MPO ([arXiv:2411.10442](https://arxiv.org/abs/2411.10442)); V2PE from its own paper
+# **Lineage.** Pixel shuffle is older than tiling: InternVL-Chat-V1-2 (released 2024/02/12, `README.md` L70) already
+# used it (its model card: "in order to reduce the number of visual tokens, we use a pixel shuffle", 448 x 448 -> 256
+# tokens; its script `shell/internvl1.2/2nd_finetune/internvl_chat_v1_2_hermes2_yi34b_448_res_2nd_finetune_lora.sh`
+# passes `--down_sample_ratio 0.5`, L39, and `--ps_version 'v1'`, L66). Dynamic 448 tiling comes from InternVL 1.5
+# ([arXiv:2404.16821](https://arxiv.org/abs/2404.16821), April 2024), which keeps the pixel shuffle. MPO comes from its
+# own paper ([arXiv:2411.10442](https://arxiv.org/abs/2411.10442)), introduced with InternVL2-8B-MPO (`README.md` L50)
+# and applied later to InternVL2.5-MPO (L47); V2PE from its own paper
 # (2412.09616, on InternVL2-2B); test-time Best-of-N from VisualPRM ([arXiv:2503.10291](https://arxiv.org/abs/2503.10291)).
 # [V11 · InternVL3.5](V11_internvl3_5.ipynb) keeps all of this and adds Cascade RL.
 
@@ -271,8 +276,10 @@ for name, (w, h) in REAL_SIZES.items():
     print(f"{name:18s} {w:>5d}x{h:<5d}  {c} x {r}          {n:>2d}       {256 * n:>5d}")
 
 # %% [markdown]
-# Token count per image is $256\,(cr + [cr > 1])$ (plus `<img>` / `</img>`): 13 tiles = 3,328 tokens at most with
-# $n_{\max} = 12$. A 4:3 phone photo gets the 4x3 grid. Now the three implementations on every size above and a
+# Token count per image is $256\,(cr + [cr > 1])$ (plus `<img>` / `</img>`): 12 tiles + thumbnail = 3,328 tokens at
+# most with $n_{\max} = 12$. The grid depends on the aspect ratio only (the size breaks ties), so small images are
+# **upscaled**: a 200x150 icon gets the same 4x3 grid + thumbnail, 3,328 tokens, as a 640x480 photo (`max_num` is the
+# only lever). A 4:3 phone photo gets the 4x3 grid. Now the three implementations on every size above and a
 # sweep of 4,000 sizes (including tiny and extreme ratios):
 
 # %%
@@ -340,12 +347,13 @@ print("token (0,0) takes patches", [(a, b) for a in (0, 1) for b in (0, 1)], "in
 # $p_j$ by block-diagonal rotations $R_{p}$ with angles $p\,\theta_k$, and since $R_a^\top R_b = R_{b-a}$,
 # $$ \langle R_{p_i} q_i,\; R_{p_j} k_j \rangle = q_i^\top R_{p_j - p_i}\, k_j : $$
 # the attention logit depends on the positions only through $p_j - p_i$ (real-valued here, checked numerically below).
-# What the LLM has to have seen in training is therefore the range of *distances*. Between two text tokens with
-# $n_{\rm txt}$ text tokens and images of $n_{{\rm vis},k}$ visual tokens between them, the step rule gives
+# What the LLM has to have seen in training is therefore the range of *distances*. From one text token to a later one, with
+# $n_{\rm txt}$ text tokens after the first up to and including the last, and images of $n_{{\rm vis},k}$ visual tokens
+# between them, the step rule gives
 # $$ \Delta p_{\rm standard} = n_{\rm txt} + \textstyle\sum_k n_{{\rm vis},k}, \qquad
 #    \Delta p_{\rm V2PE} = n_{\rm txt} + \textstyle\sum_k \lceil \delta\, n_{{\rm vis},k} \rceil $$
 # (each image block ends on a ceil). With $N$ images of $T$ tiles, the visual part drops from $256NT$ to about
-# $256NT\delta$: a 12-tile image alone spans 3,328 standard positions, 208 at $\delta = 1/16$. A long interleaved
+# $256NT\delta$: an image of 12 tiles + thumbnail alone spans 3,328 standard positions, 208 at $\delta = 1/16$. A long interleaved
 # document thus stays inside the distances the LLM was trained on, while text keeps unit steps (and so the LLM's text
 # behaviour). The price: visual tokens closer than $1/\delta$ apart are nearly indistinguishable by position (their
 # RoPE angles differ little), so the spatial order inside a tile must come from the ViT features. The closed form
@@ -723,7 +731,7 @@ assert trap["V2PE"][0] > 1e-2 and trap["standard"][0] < 1e-5  # the trap fires f
 #
 # ### MPO, InternVL3's preference stage
 #
-# After SFT, InternVL3 is post-trained with MPO (arXiv 2411.10442, InternVL2.5-MPO's recipe) on MMPR-v1.2
+# After SFT, InternVL3 is post-trained with MPO (arXiv 2411.10442; introduced with InternVL2-8B-MPO, then used for InternVL2.5-MPO) on MMPR-v1.2
 # (`--meta_path "MMPR-v1.2/meta.json"` in the official `internvl_chat/shell/internvl3.0/mpo/internvl3_8b_mpo.sh`).
 # With the implicit reward $r(y) = \beta \log \frac{\pi_\theta(y|x)}{\pi_{\rm ref}(y|x)}$ of a chosen $y_c$ and a
 # rejected $y_r$,
@@ -1499,7 +1507,7 @@ assert torch.equal(ours_ps, reorder)
 #    and with $\delta = 1/16$ (ignore the text and the ceil)? Checked below.
 # 3. In toy A, train the standard-ids arm at $n = 16$ directly (same 400 steps x 16 sequences, so 3x the tokens) and
 #    test it at $n = 16$ and $32$. Does training long close the gap to the $\delta = 1/16$ arm trained at $n = 4$, and
-#    to the test-time controls? Predict first; an answer key and a starter (off by default: about 13 s of CPU) are
+#    to the test-time controls? Predict first; an answer key and a starter (off by default: about 20 s of CPU) are
 #    below.
 # 4. Toy B's mechanism, by hand: with the toy's ids (derivation 3), what is the position distance from the value to
 #    the first visual token after it (a) in training ($n = 4$), for standard ids and for $\delta = 1/16$; (b) at
@@ -1545,10 +1553,21 @@ if answer_4 is not None:
 # already shows that what makes the task harder in training, there a small $\delta$, costs convergence); and tested
 # at $n = 32$, the standard ids again meet distances they never saw (up to 102 against 54). Training long also costs
 # 3x the tokens, while the test-time controls need no training and V2PE needs none at the long length. Set
-# `RUN_EXERCISE_3 = True` to check the hypothesis with the same seeds and budget.
+# `RUN_EXERCISE_3 = True` to check the hypothesis with the same seeds and budget. One run of it (8 seeds, mean ± std
+# over seeds; accuracy at $n = 16$ / $n = 32$), which bears the hypothesis out:
+#
+# | arm | $n = 16$ | $n = 32$ |
+# |---|---|---|
+# | standard ids, trained at $n = 16$ | 0.50 ± 0.15 | 0.32 ± 0.08 |
+# | standard ids, trained at $n = 4$ | 0.45 ± 0.04 | 0.16 ± 0.03 |
+# | V2PE $\delta = 1/16$, trained at $n = 4$ | 0.64 ± 0.18 | 0.58 ± 0.17 |
+# | PI at test / visual-only at test (standard ids, $n = 4$) | 0.86 / 0.90 | 0.76 / 0.87 |
+#
+# Training long lifts the standard ids at $n = 16$ a little and at $n = 32$ from 0.16 to 0.32, but stays below the
+# $\delta = 1/16$ arm and far below both test-time controls.
 
 # %%
-RUN_EXERCISE_3 = False  # Exercise 3: the standard-id arm trained at n = 16 directly (8 models, ~13 s of CPU)
+RUN_EXERCISE_3 = False  # Exercise 3: the standard-id arm trained at n = 16 directly (8 models, ~20 s of CPU)
 if RUN_EXERCISE_3:
     P_ex3 = train_stacked({"standard ids (delta 1)": ARMS["standard ids (delta 1)"]}, SEEDS, n_train=16)
     acc_ex3 = torch.stack([accuracy(P_ex3, tests[n], pos_ids(tests[n][1], 1.0).expand(SEEDS, -1)) for n in (16, 32)], 1)
@@ -1567,7 +1586,7 @@ if RUN_EXERCISE_3:
 #   Position Encoding*, [arXiv:2412.09616v2](https://arxiv.org/abs/2412.09616v2) (abstract of v2, quoted in The
 #   problem and the Reproduction).
 # - W. Wang et al., *Enhancing the Reasoning Ability of Multimodal Large Language Models via Mixed Preference
-#   Optimization* (MPO, InternVL2.5-MPO), [arXiv:2411.10442v1](https://arxiv.org/abs/2411.10442v1) (abstract; the loss
+#   Optimization* (MPO, introduced with InternVL2-8B-MPO), [arXiv:2411.10442v1](https://arxiv.org/abs/2411.10442v1) (abstract; the loss
 #   and weights are checked in code).
 # - Official code, [OpenGVLab/InternVL](https://github.com/OpenGVLab/InternVL) at `2410d1d`: `README.md` (InternVL3
 #   family, L141-L188), `internvl_chat/README.md` (InternVL2.5 family and training pipeline, L35-L75),
