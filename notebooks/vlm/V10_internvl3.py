@@ -183,7 +183,7 @@ print("torch", torch.__version__, "| transformers", transformers.__version__)
 # | stage 1.5 | optional **ViT incremental learning**, ViT + MLP on stage-1 data (L73) | none |
 # | stage 2 | **full-model instruction tuning** (L75) | **SFT** (the `-Pretrained` cards: "has undergone native multimodal pre-trainin [sic] but has not undergone post-training (i.e., SFT and MPO)") |
 # | preference stage | none in this pipeline; MPO (2411.10442) was introduced with InternVL2-8B-MPO (`README.md` L50, 2024/11/14) and then applied to the separate InternVL2.5-MPO models (L47, 2024/12/20) | **MPO** on MMPR-v1.2 (`shell/internvl3.0/mpo/internvl3_8b_mpo.sh` L40) |
-# | test time | none | **Best-of-N with the VisualPRM reward model** (`README.md` L45: "Multimodal Test-Time Scaling", 2503.10291) |
+# | test time | chain-of-thought reasoning (the InternVL2.5 report, 2412.05271, has "Test-Time Scaling" in its title; its abstract credits CoT with +3.7 on MMMU); VisualPRM's Best-of-8 was first shown on InternVL2.5-8B / -78B (`README.md` L46, `README_zh.md` L45) | **Best-of-N with the VisualPRM reward model** (`README.md` L45: "Multimodal Test-Time Scaling", 2503.10291) |
 #
 # So "native" does **not** mean training the LLM from scratch. The model cards say so outright: "we compare InternVL3
 # with Qwen2.5 Chat models, whose corresponding pre-trained base models are employed as the initialization of the
@@ -333,9 +333,10 @@ print("token (0,0) takes patches", [(a, b) for a in (0, 1) for b in (0, 1)], "in
 # `v2pe_fix` sets $\delta$ = `rope_pos_id_stride / num_image_token` with 256 tokens per tile, places the visual
 # tokens at $p_{\rm img} + \delta, \dots, p_{\rm img} + n\delta$ with
 # `torch.arange(last, last + δ (n + 1), δ)[1:]`, and resumes text at $\lceil p_{\rm img} + n\delta \rceil + 1$.
-# For the strides the code allows, $\delta = 2^k/256$ is an exact binary fraction, so `arange` gives exactly
-# `linspace`'s ids (checked below); for a $\delta$ that is not a power of two, `arange` with a float step can return
-# one element too many or too few. Version `v2pe_rnd` (training) draws the stride from $\{1, 2, 4, \dots, 256\}$,
+# `v2pe_fix` takes any integer stride (`rope_pos_id_stride: Optional[int]`, V2PE `internvl/train/internvl_chat_finetune.py`
+# L316; `type=int` in the eval scripts), so $\delta = k/256$ is always an exact binary fraction and `arange` gives exactly
+# `linspace`'s ids (checked below on power-of-two strides); only a $\delta$ the code cannot produce, such as 0.1, makes
+# `arange` with a float step return one element too many or too few. Version `v2pe_rnd` (training) draws the stride from $\{1, 2, 4, \dots, 256\}$,
 # i.e. $\delta \in \{1/256, \dots, 1\}$, **once per image** (`random.choice` sits inside the loop over the images of
 # a sample, so two images of one sample can get different $\delta$), so the model sees many $\delta$ and one can be
 # picked at test time. The official evaluation scripts take **one** stride from the environment
@@ -355,8 +356,8 @@ print("token (0,0) takes patches", [(a, b) for a in (0, 1) for b in (0, 1)], "in
 # (each image block ends on a ceil). With $N$ images of $T$ tiles, the visual part drops from $256NT$ to about
 # $256NT\delta$: an image of 12 tiles + thumbnail alone spans 3,328 standard positions, 208 at $\delta = 1/16$. A long interleaved
 # document thus stays inside the distances the LLM was trained on, while text keeps unit steps (and so the LLM's text
-# behaviour). The price: visual tokens closer than $1/\delta$ apart are nearly indistinguishable by position (their
-# RoPE angles differ little), so the spatial order inside a tile must come from the ViT features. The closed form
+# behaviour). The price: neighbouring visual tokens are a factor $\delta$ less separated by position than text tokens
+# (RoPE's fastest pair still turns $k\delta$ rad over $k$ visual tokens, its slow pairs almost nothing), so the spatial order inside a tile must come from the ViT features. The closed form
 # above is checked below against the step rule, and the toy's "last position id" row in the Reproduction is exactly
 # $\Delta p$ from the first key to the query.
 
@@ -736,19 +737,19 @@ assert trap["V2PE"][0] > 1e-2 and trap["standard"][0] < 1e-5  # the trap fires f
 # With the implicit reward $r(y) = \beta \log \frac{\pi_\theta(y|x)}{\pi_{\rm ref}(y|x)}$ of a chosen $y_c$ and a
 # rejected $y_r$,
 # $$ \mathcal L_{\rm MPO} = w_p\,\underbrace{-\log\sigma\big(r(y_c) - r(y_r)\big)}_{\rm DPO\ (sigmoid)}
-#  + w_q\,\underbrace{\Big[-\log\sigma\big(r(y_c) - \delta\big) - \log\sigma\big(-(r(y_r) - \delta)\big)\Big]}_{\rm BCO\ pair}
+#  + w_q\,\underbrace{\Big[-\log\sigma\big(r(y_c) - \delta_{\rm BCO}\big) - \log\sigma\big(-(r(y_r) - \delta_{\rm BCO})\big)\Big]}_{\rm BCO\ pair}
 #  + w_g\,\underbrace{\Big(-\tfrac{1}{|y_c|}\textstyle\sum_t \log \pi_\theta(y_{c,t} \mid x, y_{c,<t})\Big)}_{\rm SFT}
 #  \tag{M} $$
 # averaged over the batch (SFT: over all chosen tokens of the batch, as `trl`). Why each term: DPO learns the
 # **relative** preference (only $r_c - r_r$ matters, so both can drift down together); BCO classifies each response
-# **absolutely** (chosen reward above the shift $\delta$, rejected below), which stops that joint drift; SFT keeps the
+# **absolutely** (chosen reward above the shift $\delta_{\rm BCO}$, rejected below), which stops that joint drift; SFT keeps the
 # chosen text likely (the generation quality term). Weights in the InternVL3 script:
 # `--loss_type sigmoid,bco_pair --sigmoid_loss_weight 0.8 --bco_pair_loss_weight 0.2 --rpo_alpha 1`, i.e.
 # $(w_p, w_q, w_g) = (0.8, 0.2, 1)$ (verified in code at InternVL HEAD `2410d1d`; `rpo_alpha` adds the SFT term).
 #
-# **The BCO shift $\delta$.** InternVL's `MultimodalDPOTrainer` (`internvl_chat/internvl/train/trainer_dpo.py`,
+# **The BCO shift $\delta_{\rm BCO}$** (no relation to V2PE's $\delta$)**.** InternVL's `MultimodalDPOTrainer` (`internvl_chat/internvl/train/trainer_dpo.py`,
 # `__init__`) creates a `RunningMoments` whenever `bco_pair` is mixed with other losses, so the **official** BCO term
-# uses $\delta$ = a running mean of the rewards (`trl` <= 0.28 behaviour). **This reading sets $\delta = 0$**, as
+# uses $\delta_{\rm BCO}$ = a running mean of the rewards (`trl` <= 0.28 behaviour). **This reading sets $\delta_{\rm BCO} = 0$**, as
 # `trl` 1.16 does; the running-mean version and its check are in [V11](V11_internvl3_5.ipynb), which also treats
 # MPO at length (a toy, and the check with a real `DPOTrainer` on a tiny LM). Here: (M) written from scratch, on
 # fixed per-token log-probs, against `trl` 1.16's own `DPOTrainer._compute_loss` (called on a stub trainer whose
@@ -1440,6 +1441,14 @@ assert torch.equal(ours_ps, reorder)
 # %% [markdown]
 # ## Misconceptions
 #
+# - **Claim (seed, InternVL3 row):** "传统多模态模型（如FLAVA）采用'文本预训练→图像预训练→跨模态对齐'多阶段流程"
+#   (traditional models such as FLAVA pre-train text, then images, then align), and that is what native pre-training
+#   replaces. **Correction:** FLAVA is a different kind of model (image, text and multimodal *encoders* trained with
+#   contrastive and masked objectives, no LLM that generates text), so it is not InternVL3's baseline. The abstract
+#   names the one it replaces: "Rather than adapting a text-only large language model (LLM) into a multimodal large
+#   language model (MLLM) that supports visual inputs, InternVL3 jointly acquires multimodal and linguistic
+#   capabilities ... during a single pre-training stage", i.e. the adapter-first MLLM recipe of InternVL2.5 and the
+#   LLaVA family (the recipe table in The problem, `internvl_chat/README.md` L71-L75).
 # - **Claim (a common summary):** "native multimodal pre-training means InternVL3 trains its LLM from scratch on text
 #   and images", or, the other way, "InternVL3 adapts a finished chat LLM like everyone else". **Correction:** neither.
 #   The language part starts from the **pre-trained base** checkpoints: the InternVL README links `Qwen/Qwen2.5-0.5B`
