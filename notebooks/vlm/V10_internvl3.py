@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 45
+#     cpu_seconds: 41
 #     id: V10
 #     papers:
 #     - arxiv: '2504.10479'
@@ -17,7 +17,7 @@
 #         Mixed Preference Optimization
 #       version: v1
 #     part: vlm
-#     peak_memory_mb: 1328
+#     peak_memory_mb: 1397
 #     prerequisites:
 #     - V6
 #     - V9
@@ -53,9 +53,9 @@
 # [V9 · DeepSeek-VL](V9_deepseek_vl.ipynb) (dynamic tiling, pixel-shuffle-style merges, keeping text in the mix).
 # Next: [V11 · InternVL3.5](V11_internvl3_5.ipynb) (Cascade RL = MPO then GSPO). R9 · MPO is not yet written.
 #
-# **CPU run time:** 45 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 41 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 1328 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 1397 MB (the kernel's peak resident memory, measured by `make run`)
 #
 # > **Sources, and what they do not cover.** Read: the InternVL3 abstract (2504.10479v1); the V2PE abstract of
 # > **v2** (arxiv.org/html/2412.09616v2, the version cited here); the official InternVL3 model cards
@@ -72,8 +72,8 @@
 # %% [markdown]
 # ## TL;DR
 #
-# - **Native multimodal pre-training:** InternVL3 starts from a *pre-trained base* LLM (Qwen2.5-0.5B ... 72B, or
-#   InternLM3 for the 9B), the InternViT-300M/6B-448px-V2_5 encoder and a randomly initialised MLP, and continues pre-training on
+# - **Native multimodal pre-training:** InternVL3 starts from a *pre-trained base* LLM (Qwen2.5-0.5B ... 72B; the
+#   9B is the exception, from `internlm3-8b-instruct`), the InternViT-300M/6B-448px-V2_5 encoder and a randomly initialised MLP, and continues pre-training on
 #   pure text and multimodal data together in **one stage**. InternVL2.5 instead took an *instruct/chat* LLM, warmed
 #   up the MLP with ViT and LLM frozen, then tuned the whole model. Not from scratch: the LLM's text pre-training is
 #   kept (official README and model cards; table in The problem). Explained here, not reproduced.
@@ -100,7 +100,7 @@
 # %% [markdown]
 # ## 中文速览
 #
-# - **原生多模态预训练：**InternVL3 从*预训练好的 base* LLM（Qwen2.5-0.5B … 72B；9B 用 InternLM3）、InternViT-300M/6B-448px-V2_5 视觉编码器和随机初始化的 MLP 出发，在**一个阶段**里同时用纯文本和多模态数据继续预训练。InternVL2.5 则用 *instruct/chat* 版 LLM，先冻结 ViT 与 LLM 只预热 MLP，再全模型微调。不是从零训练：LLM 的文本预训练被保留（官方 README 与模型卡；表格见"问题"一节）。本篇只讲解，不复现。
+# - **原生多模态预训练：**InternVL3 从*预训练好的 base* LLM（Qwen2.5-0.5B … 72B；9B 例外，用 internlm3-8b-instruct）、InternViT-300M/6B-448px-V2_5 视觉编码器和随机初始化的 MLP 出发，在**一个阶段**里同时用纯文本和多模态数据继续预训练。InternVL2.5 则用 *instruct/chat* 版 LLM，先冻结 ViT 与 LLM 只预热 MLP，再全模型微调。不是从零训练：LLM 的文本预训练被保留（官方 README 与模型卡；表格见"问题"一节）。本篇只讲解，不复现。
 # - **V2PE：**文本 token 的 RoPE 位置加 1，视觉 token 只加 $\delta < 1$（官方代码中 $\delta$ = `rope_pos_id_stride / 256`）。RoPE 注意力只依赖 $p_j - p_i$，所以缩小视觉步长能让图像很多的长上下文仍落在 LLM 训练时见过的距离范围内。
 # - **切片与 token：**按最接近宽高比的网格切成 448 切片（InternVL3 脚本中 1-12 片，多于一片时再加一张缩略图），pixel shuffle 后**每片 256 个 token**；视频每帧是一张 448 切片（256 个 token，无缩略图）。均与 `transformers` 对照，包括一个小模型端到端前向和 `ps_version` v1/v2 的转置差异。
 # - **V2PE 与 `transformers`：**把分数位置编号送入小型 `InternVLForConditionalGeneration`，与我们自己的前向一致；**陷阱：**若不传 `attention_mask` 且 `use_cache=False`，`transformers` 5.23 会把步长不为 1 的位置编号当作拼接（packed）序列（此处出现 1,793 个假序列），输出被悄悄改变；务必传入 mask。
@@ -278,8 +278,8 @@ for name, (w, h) in REAL_SIZES.items():
 # %% [markdown]
 # Token count per image is $256\,(cr + [cr > 1])$ (plus `<img>` / `</img>`): 12 tiles + thumbnail = 3,328 tokens at
 # most with $n_{\max} = 12$. The grid depends on the aspect ratio only (the size breaks ties), so small images are
-# **upscaled**: a 200x150 icon gets the same 4x3 grid + thumbnail, 3,328 tokens, as a 640x480 photo (`max_num` is the
-# only lever). A 4:3 phone photo gets the 4x3 grid. Now the three implementations on every size above and a
+# **upscaled**: a 200x150 icon gets the same 4x3 grid + thumbnail, 3,328 tokens, as a 640x480 photo (the lever is `max_num`,
+# `max_patches` in `transformers`; the official trainer can also switch `dynamic_image_size` off). A 4:3 phone photo gets the 4x3 grid. Now the three implementations on every size above and a
 # sweep of 4,000 sizes (including tiny and extreme ratios):
 
 # %%
@@ -334,9 +334,12 @@ print("token (0,0) takes patches", [(a, b) for a in (0, 1) for b in (0, 1)], "in
 # tokens at $p_{\rm img} + \delta, \dots, p_{\rm img} + n\delta$ with
 # `torch.arange(last, last + δ (n + 1), δ)[1:]`, and resumes text at $\lceil p_{\rm img} + n\delta \rceil + 1$.
 # `v2pe_fix` takes any integer stride (`rope_pos_id_stride: Optional[int]`, V2PE `internvl/train/internvl_chat_finetune.py`
-# L316; `type=int` in the eval scripts), so $\delta = k/256$ is always an exact binary fraction and `arange` gives exactly
-# `linspace`'s ids (checked below on power-of-two strides); only a $\delta$ the code cannot produce, such as 0.1, makes
-# `arange` with a float step return one element too many or too few. Version `v2pe_rnd` (training) draws the stride from $\{1, 2, 4, \dots, 256\}$,
+# L316; `type=int` in the eval scripts), so $\delta = k/256$ is always an exact binary fraction and, in exact arithmetic,
+# `arange` gives `linspace`'s ids (checked below in float64 from position 3). A $\delta$ such as 0.1, which the code
+# cannot produce, makes `arange` return one element too many or too few. **So can the official code itself, at long
+# context:** `last_record_pos_id` is a long tensor (L663), so `last + small_stride * (...)` is computed in float32, and
+# past $2^{16} = 65{,}536$ that end point rounds; `arange` then returns 255 or 257 ids for 256 tokens (checked below
+# from position 70,000), and the code's shape assert (L707) fires: a loud failure, not a silent one. Version `v2pe_rnd` (training) draws the stride from $\{1, 2, 4, \dots, 256\}$,
 # i.e. $\delta \in \{1/256, \dots, 1\}$, **once per image** (`random.choice` sits inside the loop over the images of
 # a sample, so two images of one sample can get different $\delta$), so the model sees many $\delta$ and one can be
 # picked at test time. The official evaluation scripts take **one** stride from the environment
@@ -402,6 +405,11 @@ print("standard ids are stride 256 (delta 1): last id", len(layout) - 1, "| aran
 bad = torch.arange(0.0, 0.1 * (100 + 1), 0.1, dtype=torch.float64)  # delta 0.1 is no binary fraction
 print(f"arange with step 0.1 for 100 tokens: {len(bad) - 1} ids after [1:] (expected 100: one too many)")
 assert len(bad) - 1 == 101
+for start, stride in ((40_000, 3), (70_000, 3), (70_000, 1)):  # the official expression, long start as in L663/L668
+    last = torch.tensor(start)
+    got = len(torch.arange(last, last + stride / 256 * (256 + 1), stride / 256)[1:])
+    print(f"official arange from position {start:,}, stride {stride}: {got} ids for 256 tokens")
+    assert got == 256 if start < 2**16 else got != 256
 small_layout = torch.tensor([False] * 2 + [True] * 8 + [False] * 2)  # text, text, 8 visual, text, text
 print("walkthrough, 2 text + 8 visual + 2 text at delta 1/4:", v2pe_position_ids(small_layout, 0.25).tolist())
 # RoPE sees only p_j - p_i: the library's rotation (Qwen2 apply_rotary_pos_emb) at (p_i, p_j) and shifted by 100.37
@@ -1597,6 +1605,13 @@ if RUN_EXERCISE_3:
 # - W. Wang et al., *Enhancing the Reasoning Ability of Multimodal Large Language Models via Mixed Preference
 #   Optimization* (MPO, introduced with InternVL2-8B-MPO), [arXiv:2411.10442v1](https://arxiv.org/abs/2411.10442v1) (abstract; the loss
 #   and weights are checked in code).
+# - Z. Chen et al., *How Far Are We to GPT-4V? Closing the Gap to Commercial Multimodal Models with Open-Source
+#   Suites* (InternVL 1.5: dynamic 448 tiling), [arXiv:2404.16821](https://arxiv.org/abs/2404.16821).
+# - Z. Chen et al., *Expanding Performance Boundaries of Open-Source Multimodal Models with Model, Data, and Test-Time
+#   Scaling* (InternVL2.5, the adapter-first recipe contrasted here), [arXiv:2412.05271](https://arxiv.org/abs/2412.05271)
+#   (abstract).
+# - W. Wang et al., *VisualPRM: An Effective Process Reward Model for Multimodal Reasoning* (Best-of-N at test time),
+#   [arXiv:2503.10291](https://arxiv.org/abs/2503.10291).
 # - Official code, [OpenGVLab/InternVL](https://github.com/OpenGVLab/InternVL) at `2410d1d`: `README.md` (InternVL3
 #   family, L141-L188), `internvl_chat/README.md` (InternVL2.5 family and training pipeline, L35-L75),
 #   `internvl_chat/internvl/train/dataset.py` (`find_closest_aspect_ratio`, `dynamic_preprocess`),
