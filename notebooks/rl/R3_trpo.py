@@ -1,14 +1,14 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 33
+#     cpu_seconds: 31
 #     id: R3
 #     papers:
 #     - arxiv: '1502.05477'
 #       title: Trust Region Policy Optimization
 #       version: v5
 #     part: rl
-#     peak_memory_mb: 606
+#     peak_memory_mb: 593
 #     prerequisites:
 #     - R2
 #     title: TRPO
@@ -36,13 +36,13 @@
 # **Code:** [joschu/modular_rl](https://github.com/joschu/modular_rl) (`modular_rl/trpo.py`, HEAD 6970cde), the first
 # author's 2016 reference implementation, not the code behind the paper's experiments: its history starts on
 # 2016-04-21 (`trpo.py` first appears in commit 48456f9 that day), it runs on OpenAI Gym, and it uses GAE
-# (README reference [2], arXiv:1506.02438), which came after TRPO
+# (README reference [2], arXiv:1506.02438), which came after TRPO.
 #
 # **Prerequisites:** [R2 · Policy gradients and GAE](R2_policy_gradients_gae.ipynb). Next: [R4 · PPO](R4_ppo.ipynb).
 #
-# **CPU run time:** 33 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 31 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 606 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 593 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
@@ -245,7 +245,7 @@ eta, V, Q, A, rho = evaluate(pi)
 print("eta(pi) =", round(eta.item(), 4), " rho sums to 1/(1-gamma):", round(rho.sum().item(), 4))
 
 # %% [markdown]
-# Theorem 1 (eq. 9) on 2000 random new policies at several distances: the bound must hold for every one. The cell
+# The KL form of Theorem 1 (eq. 9) on 2000 random new policies at several distances: the bound must hold for every one. The cell
 # also prints how tight it is: the largest observed $(L_\pi(\tilde\pi) - \eta(\tilde\pi))/D^{\max}_{KL}$ against $C$,
 # and the largest observed $|\eta - L|$ against the tighter eq. 44 form $\frac{4\alpha^2\gamma\epsilon}{(1-\gamma)(1-\gamma(1-\alpha))}$,
 # $\alpha = D^{\max}_{TV}$. The asserts test that both bounds hold (their sign and structure); they do not test the
@@ -1019,6 +1019,11 @@ for name, lg in arms.items():
         f"{np.median(kn):24.2f} {kn.max():5.1f} {(kn > 1).mean():7.0%} | {lg['backtracks'].mean():8.2f} "
         f"{(lg['backtracks'] == 10).mean():7.1%} {np.median(lg['full_kl']) / DELTA:11.2f}"
     )
+kl_mk = runs["max KL"]["kl"] / DELTA
+print(
+    f"max KL arm, batch KL / delta over seed-updates: median {np.median(kl_mk):.3f}, 90th percentile "
+    f"{np.quantile(kl_mk, 0.9):.3f}, max {kl_mk.max():.3f}"
+)
 print(f"\nnatural-gradient sweep, {NAT_SEEDS} seeds per beta:")
 for b in BETAS:
     fin, auc, col = per_seed(nat[b])
@@ -1076,6 +1081,8 @@ for a in ax:
     a.legend(fontsize=7)
 plt.tight_layout()
 plt.show()
+
+# %% [markdown]
 # **Damping and Fisher subsampling on the CartPole policy itself.** On each TRPO seed's final policy and batch:
 # the true KL of the full step $\beta s$ divided by $\delta$, for three dampings, with the Fisher from the whole
 # batch and from every 10th sample (App. C.1: "we can compute it on 10% of the data"; `baselines` uses `[::5]` for
@@ -1121,8 +1128,9 @@ print("(median over seeds, min-max in brackets)")
 # *The trust region.* TRPO's KL on its batch, recomputed with `torch.distributions`, is at most $\delta$ on every
 # update (asserted below); without the line search the full step breaks it on 71% of updates. The full TRPO step
 # overshoots $\delta$ (median 1.39 x), hence 0.77 halvings per update. On the next batch's states TRPO's KL has
-# median 0.38 $\delta$, but exceeds $\delta$ on 10% of updates, up to 2.9 $\delta$: the bound holds on the sample,
-# not on the state distribution. Max KL keeps even the next-batch KL at most 0.34 $\delta$, at the price of small
+# median 0.38 $\delta$, but exceeds $\delta$ on 10% of updates, up to 2.9 $\delta$: the constraint is enforced on
+# the sampled states only. Two effects mix in the next-batch number: sampling error, and the shift to states drawn by
+# $\pi_{\rm new}$ rather than $\rho_{\rm old}$. Max KL keeps even the next-batch KL at most 0.34 $\delta$, at the price of small
 # steps: a batch KL of at most 0.003 and 2.6 halvings per update (it always found an acceptable step within the
 # 10 tries).
 #
@@ -1149,12 +1157,12 @@ print("(median over seeds, min-max in brackets)")
 # over all updates), as §6 says. Max KL reproduces the direction of §8.1 ("learned somewhat more slowly") but not its
 # conclusion ("a similar effect"; §4: "similar empirical performance"). Its mean return over all updates is 95.2 ± 2.9
 # against TRPO's 166.6 ± 9.3, 43% lower (TRPO +71.4, s.e. 9.7), and its final return 177.1 ± 9.5 against 244.2 ± 19.2,
-# 27% lower (+67.2, s.e. 21.4); with the portable kernels the gaps are 42% and 28%. That is not "somewhat".
+# 27% lower (+67.2, s.e. 21.4); with the portable kernels the gaps are 42% and 29%. That is not "somewhat".
 #
 # The KL table shows why. At TRPO's accepted steps the largest per-state KL is a median 8.4 $\delta$, while the batch
 # mean is at most $\delta$ on every update: on at least half of the updates the maximum over the 1,024 sampled states
-# is more than 8 times the mean. Holding that maximum at $\delta$ keeps Max KL's batch KL at most 0.003 (about $\delta/3$), at 2.6
-# halvings per update. The coarse halving is not the main cause: Max KL's accepted steps have a median per-state
+# is more than 8 times the mean. Holding that maximum at $\delta$ keeps Max KL's batch KL at most 0.003 (about $\delta/3$), and typically far
+# less (median about $\delta/60$ over seed-updates, printed with the results table), at 2.6 halvings per update. The coarse halving is not the main cause: Max KL's accepted steps have a median per-state
 # maximum of 0.5 $\delta$, so even an exact line search could raise it only to $\delta$, a step about $\sqrt 2$ longer
 # at the median (the KL is about quadratic in the step), while TRPO's steps reach 8.4 $\delta$ (an argument from the
 # table; a finer line search is not run here). Three caveats. This arm keeps TRPO's mean-KL direction and $\beta$ and
@@ -1246,8 +1254,9 @@ assert runs["max KL"]["kl_state_max"].max() <= DELTA
 # - **"TRPO is from 2017."** No: ICML 2015 (arXiv:1502.05477, first version February 2015). PPO is 2017; the v5
 #   revision cited here is stamped "20 Apr 2017" (its acknowledgements thank readers "for pointing our errors in a
 #   previous version"), a likely source of the wrong year.
-# - **"The official implementation ignores its line search."** Only briefly. In `modular_rl`, commit 48456f9
-#   (2016-04-21) had `theta = thprev + fullstep` after the line search, which discarded its result. Commit
+# - **"The official implementation ignores its line search."** Only briefly. In `modular_rl`, `theta = thprev +
+#   fullstep` after the line search, which discarded its result, is in the first commit (9a243dd, 2016-04-21,
+#   `core.py` line 666) and was carried into the new `trpo.py` (line 95) by 48456f9 the same day. Commit
 #   46a6f9a (2016-06-25, "fix line search ...") deleted that line. At HEAD (6970cde) `set_params_flat(theta)`
 #   applies the line search's result.
 # - **"The official line search guarantees KL ≤ δ."** It does not. `modular_rl`'s `linesearch(f, x, fullstep,
