@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 41
+#     cpu_seconds: 35
 #     id: V10
 #     papers:
 #     - arxiv: '2504.10479'
@@ -17,7 +17,7 @@
 #         Mixed Preference Optimization
 #       version: v1
 #     part: vlm
-#     peak_memory_mb: 1397
+#     peak_memory_mb: 1406
 #     prerequisites:
 #     - V6
 #     - V9
@@ -53,9 +53,9 @@
 # [V9 · DeepSeek-VL](V9_deepseek_vl.ipynb) (dynamic tiling, pixel-shuffle-style merges, keeping text in the mix).
 # Next: [V11 · InternVL3.5](V11_internvl3_5.ipynb) (Cascade RL = MPO then GSPO). R9 · MPO is not yet written.
 #
-# **CPU run time:** 41 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 35 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 1397 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 1406 MB (the kernel's peak resident memory, measured by `make run`)
 #
 # > **Sources, and what they do not cover.** Read: the InternVL3 abstract (2504.10479v1); the V2PE abstract of
 # > **v2** (arxiv.org/html/2412.09616v2, the version cited here); the official InternVL3 model cards
@@ -337,9 +337,13 @@ print("token (0,0) takes patches", [(a, b) for a in (0, 1) for b in (0, 1)], "in
 # L316; `type=int` in the eval scripts), so $\delta = k/256$ is always an exact binary fraction and, in exact arithmetic,
 # `arange` gives `linspace`'s ids (checked below in float64 from position 3). A $\delta$ such as 0.1, which the code
 # cannot produce, makes `arange` return one element too many or too few. **So can the official code itself, at long
-# context:** `last_record_pos_id` is a long tensor (L663), so `last + small_stride * (...)` is computed in float32, and
-# past $2^{16} = 65{,}536$ that end point rounds; `arange` then returns 255 or 257 ids for 256 tokens (checked below
-# from position 70,000), and the code's shape assert (L707) fires: a loud failure, not a silent one. Version `v2pe_rnd` (training) draws the stride from $\{1, 2, 4, \dots, 256\}$,
+# context, for some strides:** `last_record_pos_id` is a long tensor (`modeling_internvl_chat.py` L663; the training
+# copy, `internvl_chat_finetune.py` L577), so the end point `last + small_stride * (...)` is computed in float32. For a
+# stride $2^j \cdot$ odd that end point is a multiple of $2^{j-8}$, exact in float32 only below $2^{16+j}$; past that it
+# can round, and then `arange` returns one id too many or too few (checked below: 255 or 257 ids for 256 tokens at
+# position 70,000 with strides 1 and 3; stride 2 past 131,072, stride 8 past 524,288; the V2PE README's `STRIDE=64`
+# only past $2^{22} \approx 4.2$M, so 256 at 100,000). The shape assert then fires (`modeling_internvl_chat.py` L707;
+# training L623): a loud failure, not a silent one. Version `v2pe_rnd` (training) draws the stride from $\{1, 2, 4, \dots, 256\}$,
 # i.e. $\delta \in \{1/256, \dots, 1\}$, **once per image** (`random.choice` sits inside the loop over the images of
 # a sample, so two images of one sample can get different $\delta$), so the model sees many $\delta$ and one can be
 # picked at test time. The official evaluation scripts take **one** stride from the environment
@@ -405,11 +409,13 @@ print("standard ids are stride 256 (delta 1): last id", len(layout) - 1, "| aran
 bad = torch.arange(0.0, 0.1 * (100 + 1), 0.1, dtype=torch.float64)  # delta 0.1 is no binary fraction
 print(f"arange with step 0.1 for 100 tokens: {len(bad) - 1} ids after [1:] (expected 100: one too many)")
 assert len(bad) - 1 == 101
-for start, stride in ((40_000, 3), (70_000, 3), (70_000, 1)):  # the official expression, long start as in L663/L668
+# the official expression, with a long start as in modeling_internvl_chat.py L663/L668 -> expected id count
+for (start, stride), expected in {(40_000, 3): 256, (70_000, 3): 257, (70_000, 1): 255, (140_000, 2): 255,
+                                  (600_000, 8): 255, (100_000, 64): 256}.items():
     last = torch.tensor(start)
     got = len(torch.arange(last, last + stride / 256 * (256 + 1), stride / 256)[1:])
     print(f"official arange from position {start:,}, stride {stride}: {got} ids for 256 tokens")
-    assert got == 256 if start < 2**16 else got != 256
+    assert got == expected
 small_layout = torch.tensor([False] * 2 + [True] * 8 + [False] * 2)  # text, text, 8 visual, text, text
 print("walkthrough, 2 text + 8 visual + 2 text at delta 1/4:", v2pe_position_ids(small_layout, 0.25).tolist())
 # RoPE sees only p_j - p_i: the library's rotation (Qwen2 apply_rotary_pos_emb) at (p_i, p_j) and shifted by 100.37
@@ -503,7 +509,7 @@ print(f"2-3 images (tiles 3/1/7 and 2/5), 4 left pads, strides 1/16/64: ours vs 
 # (`internvl_chat/README.md` L439-460); `transformers`' `InternVLProcessor.replace_video_token`
 # (`processing_internvl.py` L145-150 in 5.23.0) writes `Frame{i}: <img>` + 256 image tokens + `</img>` per frame,
 # joined by newlines. **The three agree on tiles and tokens; only the label differs** (`Frame-1` in the official
-# training code, also in the top-level `README.md` L1145; `Frame1` in `internvl_chat/README.md` and `transformers`),
+# training code, also in the top-level `README.md` L1145; `Frame-1` also in `internvl_chat/README.md` L63; `Frame1` in that README's inference example, L460, and in `transformers`),
 # which changes a text token, not the image-token count or the positions of a frame's tokens relative to each other.
 # (`transformers`' `InternVLVideoProcessor` needs `torchvision`, which this course does not install, so only its
 # token layout is checked; its class default size is 384x384, so the 448 must come from a checkpoint's config.)
@@ -1393,7 +1399,7 @@ assert all(b16[:, j].mean() > max(acc_b[c][:, j].mean() for c in (*CONTROLS, "st
 # more slowly (0.56), as on toy A. At 4x and 8x the picture flips: standard ids fall to 0.17 / 0.07 (chance 0.06),
 # PI to 0.13 / 0.09 and the visual-only control to 0.30 / 0.17, while the $\delta = 1/16$-trained arm keeps 0.47 / 0.37,
 # ahead of PI on 8 of 8 seeds and of the visual-only control on 7 of 8 at both lengths. The test-time controls that
-# won toy A for free lose here because they put the value-to-visual-token distance (1 in training) at 0.18 or 0.125,
+# won toy A for free lose here because they put the value-to-visual-token distance (1 in training) at 0.18 or 0.125 at $n = 32$ (0.33 or 0.25 at $n = 16$),
 # distances the standard-id model never saw (Exercise 4 computes them). So, at toy scale and at matched budget: when
 # the content the model needs *is* positioned among the visual tokens, training with the small visual step (what
 # V2PE does) generalises in length where test-time rescaling of a standard-id model does not; when the visual tokens
