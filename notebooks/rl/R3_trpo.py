@@ -1292,8 +1292,10 @@ assert runs["max KL"]["kl_state_max"].max() <= DELTA
 #   `modular_rl` and this notebook use that later estimator.
 # - **"The KL direction does not matter."** The paper, `modular_rl` and `baselines` constrain
 #   $\bar D_{KL}(\pi_{\text{old}}\|\pi_\theta)$ averaged over visited states. sb3-contrib computes
-#   `kl_divergence(distribution, old_distribution)` with torch's `torch.distributions.kl_divergence` (imported at
-#   the top of `trpo.py`), which is KL(new‖old) (`kl_divergence(p, q)` is KL(p‖q)). The two have the same Fisher
+#   `kl_divergence(distribution, old_distribution)` with stable-baselines3's wrapper (`trpo.py` line 10 at 0ca7fdd:
+#   `from stable_baselines3.common.distributions import kl_divergence`; it replaced torch's own function in 087951d,
+#   v1.6.0, 2022-07-12), which returns KL(dist_true‖dist_pred) (sb3 2.9.2 `distributions.py` L705-737), so the call is
+#   KL(new‖old). The two have the same Fisher
 #   Hessian at $\theta_{\text{old}}$ (same step direction and $\beta$), but the line search accepts different steps.
 # - **"The natural gradient needs $F^{-1}$."** CG needs only products $Fv$ (D3). The checks above never invert the
 #   114-parameter $F$ inside training.
@@ -1342,7 +1344,8 @@ for k, ans, key in ((2, answer_2, key_2), (3, answer_3, key_3)):
 # - Authors' reference implementation (2016): https://github.com/joschu/modular_rl, `modular_rl/trpo.py` at HEAD
 #   6970cde (`cg` with `cg_iters=10`, `residual_tol=1e-10`; `linesearch` with `max_backtracks=10`, factor 0.5;
 #   `cg_damping=1e-3`, `max_kl=1e-2`), `modular_rl/core.py` (advantage standardisation, lines 57-62; `lam=1.0`
-#   default, line 72); the line-search bug 48456f9 → fixed in 46a6f9a.
+#   default, line 72); the line-search bug, present from the first commit 9a243dd (`core.py`),
+#   moved into `trpo.py` by 48456f9, fixed in 46a6f9a.
 # - `openai/baselines` `baselines/trpo_mpi/trpo_mpi.py` (ea25b9e): `kl > max_kl * 1.5` rejection, `arr[::5]` Fisher
 #   subsample, `cg_damping=1e-2`. Stable-Baselines-Team/stable-baselines3-contrib `sb3_contrib/trpo/trpo.py`
 #   (0ca7fdd): `kl_div < target_kl`, shrink 0.8, `cg_damping=0.1`, `sub_sampling_factor`.
