@@ -8,7 +8,7 @@
 #       title: Trust Region Policy Optimization
 #       version: v5
 #     part: rl
-#     peak_memory_mb: 593
+#     peak_memory_mb: 610
 #     prerequisites:
 #     - R2
 #     title: TRPO
@@ -42,7 +42,7 @@
 #
 # **CPU run time:** 31 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 593 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 610 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
@@ -1053,7 +1053,8 @@ for name, lg in arms.items():
     ax[0].plot(m, label=name)
     ax[0].fill_between(range(UPDATES), m - se, m + se, alpha=0.15)
     ax[1].plot(lg["kl"].max(1), label=name)
-ax[1].plot(range(1, UPDATES), runs["TRPO"]["kl_next"].max(1), "k:", label="TRPO, next-batch states")
+# kl_next row u: update u measured on batch u + 1, so it is drawn at x = u
+ax[1].plot(range(UPDATES - 1), runs["TRPO"]["kl_next"].max(1), "k:", label="TRPO, next-batch states")
 ax[1].axhline(DELTA, color="k", ls="--", label="delta")
 ax[1].set_yscale("log")
 fin_b = [per_seed(nat[b])[0] for b in BETAS]
