@@ -1,14 +1,14 @@
 # ---
 # jupyter:
 #   course:
-#     cpu_seconds: 31
+#     cpu_seconds: 39
 #     id: R3
 #     papers:
 #     - arxiv: '1502.05477'
 #       title: Trust Region Policy Optimization
 #       version: v5
 #     part: rl
-#     peak_memory_mb: 610
+#     peak_memory_mb: 612
 #     prerequisites:
 #     - R2
 #     title: TRPO
@@ -40,9 +40,9 @@
 #
 # **Prerequisites:** [R2 · Policy gradients and GAE](R2_policy_gradients_gae.ipynb). Next: [R4 · PPO](R4_ppo.ipynb).
 #
-# **CPU run time:** 31 s on a 2-core CPU (measured by `make run`, which rewrites this number)
+# **CPU run time:** 39 s on a 2-core CPU (measured by `make run`, which rewrites this number)
 #
-# **Peak memory:** 610 MB (the kernel's peak resident memory, measured by `make run`)
+# **Peak memory:** 612 MB (the kernel's peak resident memory, measured by `make run`)
 
 # %% [markdown]
 # ## TL;DR
@@ -603,6 +603,11 @@ def logit_gap(w, x):  # z0 - z1, the one "distribution parameter" mu of a 2-way 
     return z[..., 0] - z[..., 1]
 
 
+def score_coef(lp_all, a):  # (n, N, 2), (n, N) -> (n, N)
+    """d log pi(a) / d(z0 - z1) for a 2-way softmax: pi_1 if a = 0, -pi_0 if a = 1."""
+    return torch.where(a == 0, lp_all[..., 1].exp(), -lp_all[..., 0].exp())
+
+
 def batched_fvp_emp(pw, o_s, c2, v, damping):  # empirical FIM (D3): J^T diag(c^2) J v / N + damping v, (n, P)
     tangents = [t.view(w.shape) for t, w in zip(v.split([w[0].numel() for w in pw], 1), pw, strict=True)]
     Jv = torch.func.jvp(lambda *w: logit_gap(list(w), o_s), tuple(w.detach() for w in pw), tuple(tangents))[1]
@@ -650,7 +655,7 @@ Fv_c = batched_fvp(gkl_c, pw_c, v_c, DAMPING)
 x_c = batched_cg(lambda u: batched_fvp(gkl_c, pw_c, u, DAMPING), g_c, iters=2000, tol=1e-26)
 x_c10 = batched_cg(lambda u: batched_fvp(gkl_c, pw_c, u, DAMPING), g_c)  # the 10 iterations used in training
 a_c = torch.randint(0, 2, (S, 64), generator=gen_c)  # (S, N) sampled actions, for the empirical FIM
-c_c = torch.where(a_c == 0, lp_c[..., 1].exp(), -lp_c[..., 0].exp())  # d log pi(a_n) / d(z0 - z1), (S, N)
+c_c = score_coef(lp_c, a_c)  # (S, N); checked against autograd's score below
 Fev_c = batched_fvp_emp(pw_c, o_c, c_c**2, v_c, DAMPING)
 err_fvp_b, err_cg_b, err_emp, err_score, err_cg10, ranks = 0.0, 0.0, 0.0, 0.0, [], []
 with torch.no_grad():
@@ -753,6 +758,9 @@ def rollout(pw, vw, env, obs, ep_len, gen):  # -> per-seed batches (n, T*E, ...)
 
 
 # %%
+LINE_SEARCH_ARMS = ("TRPO", "plain gradient", "empirical FIM", "max KL")  # the rest take the step as it is
+
+
 def policy_update(pw, o_s, a_s, adv_s, arm="TRPO", damping=DAMPING, beta_fixed=None, sub=1, beta_damped=True):
     n = o_s.shape[0]  # rows
     with torch.no_grad():
@@ -767,7 +775,7 @@ def policy_update(pw, o_s, a_s, adv_s, arm="TRPO", damping=DAMPING, beta_fixed=N
     surr0, _ = surr_kl(pw)
     g = flat(torch.autograd.grad(surr0.sum(), pw))  # (n, P)
     if arm == "empirical FIM":
-        c = torch.where(a_s == 0, lp_old_all[..., 1].exp(), -lp_old_all[..., 0].exp())  # (n, N), D3
+        c = score_coef(lp_old_all, a_s)  # (n, N), D3
 
         def Fv(v):
             return batched_fvp_emp(pw, o_s, c**2, v, damping)
@@ -786,7 +794,7 @@ def policy_update(pw, o_s, a_s, adv_s, arm="TRPO", damping=DAMPING, beta_fixed=N
         torch.sqrt(2 * DELTA / sFs) if beta_fixed is None else beta_fixed
     )  # (n, 1); sFs = s^T(F + damping I)s
     full = beta * s
-    line_search = arm in ("TRPO", "plain gradient", "empirical FIM", "max KL")
+    line_search = arm in LINE_SEARCH_ARMS
     chosen, n_back = torch.zeros_like(full), torch.full((n,), 10)
     accepted = torch.zeros(n, dtype=torch.bool)
     with torch.no_grad():
@@ -1186,10 +1194,9 @@ print("(median over seeds, min-max in brackets)")
 # the same numbers under both kernels. The checked cell below prints only facts that hold under both kernels.
 
 # %%
-line_search_arms = ("TRPO", "plain gradient", "empirical FIM", "max KL")
 print(
     "healthy run: batch KL <= delta on every update of the line-search arms:",
-    all(runs[a]["kl"].max() <= DELTA for a in line_search_arms),
+    all(runs[a]["kl"].max() <= DELTA for a in LINE_SEARCH_ARMS),
     "| max KL arm: every per-state KL <= delta:",
     bool(runs["max KL"]["kl_state_max"].max() <= DELTA),
     "| TRPO final mean return > 100:",
@@ -1201,7 +1208,7 @@ print(
     "| TRPO's KL on next-batch states exceeds delta on some update:",
     bool((runs["TRPO"]["kl_next"] > DELTA).any()),
 )
-assert all(runs[a]["kl"].max() <= DELTA for a in line_search_arms)
+assert all(runs[a]["kl"].max() <= DELTA for a in LINE_SEARCH_ARMS)
 assert runs["max KL"]["kl_state_max"].max() <= DELTA
 
 # %% [markdown]
